@@ -1,0 +1,4 @@
+//! Data layer: AnnData `.h5ad` I/O, summaries, synthetic VCC-shaped data.
+pub mod anndata;
+
+pub use anndata::{AnnData, Categorical, Column, CsrMatrix, DataFrame, MatrixEncoding, XMatrix};

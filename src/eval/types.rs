@@ -1,0 +1,59 @@
+//! Types passed between the stages of an evaluation: DE tables and pseudobulks.
+//!
+//! Kept in one place so that the DE stage (`de`), the metric stage (`metrics`) and the orchestration (`run`) agree.
+
+/// One file's differential-expression table against its own control, in pdex's long layout: row `i` is
+/// (`targets[target_idx[i]]`, `features[feature_idx[i]]`). Computed tables list targets in the stored category
+/// order and genes in `var` order inside each target; tables read from CSV keep the file's row order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeTable {
+    /// Distinct target labels, in order of first appearance.
+    pub targets: Vec<String>,
+    /// Distinct gene names, in order of first appearance (the `var` order for computed tables).
+    pub features: Vec<String>,
+    pub target_idx: Vec<u32>,
+    pub feature_idx: Vec<u32>,
+    /// expm1(mean log1p expression) of the target group, as f32 (pdex writes f32).
+    pub target_mean: Vec<f32>,
+    /// The same for the reference (control) group.
+    pub ref_mean: Vec<f32>,
+    pub target_membership: Vec<u64>,
+    pub ref_membership: Vec<u64>,
+    pub log2_fold_change: Vec<f64>,
+    pub percent_change: Vec<f64>,
+    pub p_value: Vec<f64>,
+    /// Mann–Whitney U1 of the target group.
+    pub statistic: Vec<f64>,
+    /// Benjamini–Hochberg adjusted p-value, per target over all genes.
+    pub fdr: Vec<f64>,
+}
+
+impl DeTable {
+    pub fn n_rows(&self) -> usize {
+        self.target_idx.len()
+    }
+}
+
+/// Per-label mean expression (pseudobulk) of one file, as cell-eval computes it: accumulated in f64, stored f32.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pseudobulk {
+    /// Labels sorted by code point (control included).
+    pub labels: Vec<String>,
+    /// Number of cells per label.
+    pub counts: Vec<usize>,
+    /// Number of columns (genes, or embedding dimensions for an `obsm` pseudobulk).
+    pub n_cols: usize,
+    /// Row-major `labels.len() × n_cols`.
+    pub means: Vec<f32>,
+}
+
+impl Pseudobulk {
+    /// The mean vector of `label`, if present.
+    pub fn row(&self, label: &str) -> Option<&[f32]> {
+        let i = self
+            .labels
+            .binary_search_by(|l| l.as_str().cmp(label))
+            .ok()?;
+        Some(&self.means[i * self.n_cols..(i + 1) * self.n_cols])
+    }
+}

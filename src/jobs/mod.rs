@@ -1,0 +1,1 @@
+//! Jobs as processes with a run directory (issue 7).

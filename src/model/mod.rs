@@ -1,0 +1,1 @@
+//! Candle models (ST, SE), baselines, losses and the training loop.
