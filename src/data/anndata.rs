@@ -88,9 +88,7 @@ impl Column {
             Column::Str(v) => v.get(i).cloned(),
             Column::Int(v) => v.get(i).map(|x| x.to_string()),
             Column::Float(v) => v.get(i).map(|x| x.to_string()),
-            Column::Bool(v) => v
-                .get(i)
-                .map(|x| if *x { "True" } else { "False" }.to_owned()),
+            Column::Bool(v) => v.get(i).map(|x| if *x { "True" } else { "False" }.to_owned()),
         }
     }
 
@@ -100,8 +98,7 @@ impl Column {
         match self {
             Column::Categorical(c) => c.clone(),
             other => {
-                let labels: Vec<Option<String>> =
-                    (0..other.len()).map(|i| other.label(i)).collect();
+                let labels: Vec<Option<String>> = (0..other.len()).map(|i| other.label(i)).collect();
                 Categorical::from_labels(&labels)
             }
         }
@@ -122,24 +119,10 @@ impl Categorical {
         let mut categories: Vec<String> = labels.iter().flatten().cloned().collect();
         categories.sort();
         categories.dedup();
-        let lookup: std::collections::HashMap<&str, i32> = categories
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.as_str(), i as i32))
-            .collect();
-        let codes = labels
-            .iter()
-            .map(|l| {
-                l.as_deref()
-                    .and_then(|s| lookup.get(s).copied())
-                    .unwrap_or(-1)
-            })
-            .collect();
-        Categorical {
-            codes,
-            categories,
-            ordered: false,
-        }
+        let lookup: std::collections::HashMap<&str, i32> =
+            categories.iter().enumerate().map(|(i, c)| (c.as_str(), i as i32)).collect();
+        let codes = labels.iter().map(|l| l.as_deref().and_then(|s| lookup.get(s).copied()).unwrap_or(-1)).collect();
+        Categorical { codes, categories, ordered: false }
     }
 
     /// The label of row `i`, `None` if missing (code -1) or out of range.
@@ -175,11 +158,7 @@ pub struct DataFrame {
 impl DataFrame {
     /// A table with only an index.
     pub fn with_index(index: Vec<String>) -> Self {
-        DataFrame {
-            index_name: "_index".to_owned(),
-            index,
-            columns: Vec::new(),
-        }
+        DataFrame { index_name: "_index".to_owned(), index, columns: Vec::new() }
     }
 
     pub fn n_rows(&self) -> usize {

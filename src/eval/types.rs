@@ -50,10 +50,7 @@ pub struct Pseudobulk {
 impl Pseudobulk {
     /// The mean vector of `label`, if present.
     pub fn row(&self, label: &str) -> Option<&[f32]> {
-        let i = self
-            .labels
-            .binary_search_by(|l| l.as_str().cmp(label))
-            .ok()?;
+        let i = self.labels.binary_search_by(|l| l.as_str().cmp(label)).ok()?;
         Some(&self.means[i * self.n_cols..(i + 1) * self.n_cols])
     }
 }

@@ -1,0 +1,1 @@
+//! CLI (wired once the data layer lands)
