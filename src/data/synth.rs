@@ -241,10 +241,10 @@ impl SynthDataset {
         cells.shuffle(&mut rng);
 
         let mut base = Vec::with_capacity(config.n_cell_types * config.n_batches);
-        for t in 0..config.n_cell_types {
-            for b in 0..config.n_batches {
+        for type_off in &type_offset {
+            for batch_off in &batch_offset {
                 let fractions: Vec<f64> =
-                    (0..n_genes).map(|g| (abundance[g].ln() + type_offset[t][g] + batch_offset[b][g]).exp()).collect();
+                    (0..n_genes).map(|g| (abundance[g].ln() + type_off[g] + batch_off[g]).exp()).collect();
                 let sum = fractions.iter().sum();
                 base.push((fractions, sum));
             }
