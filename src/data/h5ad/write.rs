@@ -235,15 +235,10 @@ fn csr_parts(m: &CsrMatrix) -> (Vec<usize>, Vec<u32>, Vec<f32>) {
         owned = m.to_other_storage();
         &owned
     };
-    let raw = m.indptr();
-    let ip = raw.raw_storage();
-    let (first, last) = (
-        ip.first().copied().unwrap_or(0),
-        ip.last().copied().unwrap_or(0),
-    );
-    let indptr = ip.iter().map(|p| p - first).collect();
-    let indices = m.indices().get(first..last).unwrap_or_default().to_vec();
-    let data = m.data().get(first..last).unwrap_or_default().to_vec();
+    // A sliced matrix may keep an offset indptr; indices()/data() are already exactly its nnz entries.
+    let indptr = m.proper_indptr().into_owned();
+    let indices = m.indices().to_vec();
+    let data = m.data().to_vec();
     (indptr, indices, data)
 }
 
