@@ -1,6 +1,10 @@
-//! Data layer: AnnData `.h5ad` I/O, summaries, synthetic VCC-shaped data.
+//! Data layer: AnnData `.h5ad` I/O, summaries, the data config, cell tables and sets, synthetic VCC-shaped data.
 pub mod anndata;
 pub mod config;
+pub mod h5ad;
+pub mod info;
+pub mod sets;
 pub mod synth;
+pub mod table;
 
 pub use anndata::{AnnData, Categorical, Column, CsrMatrix, DataFrame, MatrixEncoding, XMatrix};

@@ -99,8 +99,7 @@ impl SetSampler {
                 });
             }
         }
-        let groups =
-            groups.into_iter().map(|((cell_type, pert), cells)| Group { pert, cell_type, cells }).collect();
+        let groups = groups.into_iter().map(|((cell_type, pert), cells)| Group { pert, cell_type, cells }).collect();
         Ok(SetSampler {
             groups,
             controls,

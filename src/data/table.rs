@@ -159,8 +159,7 @@ impl CellTable {
         let mut cell_type_names: Vec<String> = known.values().flat_map(|(t, _)| t.iter().cloned()).collect();
         cell_type_names.sort();
         cell_type_names.dedup();
-        let mut batch_names: Vec<String> =
-            parts.iter().flat_map(|p| p.5.iter().flatten().cloned()).collect::<Vec<_>>();
+        let mut batch_names: Vec<String> = parts.iter().flat_map(|p| p.5.iter().flatten().cloned()).collect::<Vec<_>>();
         batch_names.sort();
         batch_names.dedup();
         if batch_names.is_empty() {
