@@ -260,9 +260,9 @@ fn vcell_reads_what_anndata_writes() {
     );
     // chunked rows agree with the whole matrix
     let rows = r.read_x_rows(100, 163).unwrap();
-    for i in 0..63 {
-        for j in 0..m {
-            assert_eq!(rows.get(i, j).copied().unwrap_or(0.0), x[100 + i][j]);
+    for (i, want) in x[100..163].iter().enumerate() {
+        for (j, &w) in want.iter().enumerate() {
+            assert_eq!(rows.get(i, j).copied().unwrap_or(0.0), w);
         }
     }
 
