@@ -10,6 +10,16 @@ use support::*;
 use vcell::data::anndata::{AnnData, Categorical, Column, CsrMatrix, DataFrame, XMatrix};
 use vcell::data::h5ad::{read_h5ad, write_h5ad, H5adReader, H5adWriter};
 
+/// Readers move into worker threads (TUI, jobs) and errors into `anyhow`.
+#[test]
+fn types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<H5adReader>();
+    check::<vcell::data::h5ad::H5adError>();
+    fn check_send<T: Send>() {}
+    check_send::<H5adWriter>();
+}
+
 #[test]
 fn sample_round_trip() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use ndarray::Array2;
 use serde_json::Value;
 use support::*;
 use vcell::data::anndata::{Column, MatrixEncoding, StoredDtype, XMatrix};
-use vcell::data::h5ad::{read_h5ad, write_h5ad, H5adReader};
+use vcell::data::h5ad::{read_h5ad, write_h5ad, H5adReader, H5adWriter};
 
 /// Runs `script` with the venv's python and `args`, returning its stdout parsed as JSON.
 fn run_python(script: &str, args: &[&Path]) -> Value {
@@ -25,6 +25,11 @@ import sys, json, math
 import numpy as np, scipy.sparse as sp, anndata as ad
 a = ad.read_h5ad(sys.argv[1])
 d = ad.read_h5ad(sys.argv[2])
+st = ad.read_h5ad(sys.argv[3])
+assert sp.issparse(st.X) and st.X.format == "csr"
+assert (st.X != a.X).nnz == 0 and list(st.obs_names) == list(a.obs_names)
+assert list(st.obs["target_gene"].cat.codes) == list(a.obs["target_gene"].cat.codes)
+assert np.array_equal(st.obsm["X_emb"], a.obsm["X_emb"])
 assert sp.issparse(a.X) and a.X.format == "csr", type(a.X)
 assert a.X.dtype == np.float32
 assert isinstance(d.X, np.ndarray) and d.X.dtype == np.float32
@@ -66,7 +71,17 @@ fn anndata_reads_what_vcell_writes() {
     let dense_path = dir.path().join("dense.h5ad");
     write_h5ad(&dense_path, &d).unwrap();
 
-    let v = run_python(READ_VCELL_FILES, &[&sparse, &dense_path]);
+    // the streaming writer's chunked, resized datasets must read the same
+    let streamed = dir.path().join("streamed.h5ad");
+    let XMatrix::Sparse(x) = &a.x else {
+        unreachable!()
+    };
+    let mut w = H5adWriter::create(&streamed, &a.var).unwrap();
+    w.append_rows(&x.slice_outer(0..4).to_owned()).unwrap();
+    w.append_rows(&x.slice_outer(4..6).to_owned()).unwrap();
+    w.finish(&a.obs, &a.obsm).unwrap();
+
+    let v = run_python(READ_VCELL_FILES, &[&sparse, &dense_path, &streamed]);
     assert_eq!(v["shape"], serde_json::json!([6, 4]));
     let XMatrix::Sparse(x) = &a.x else { unreachable!() };
     let x_dense = x.to_dense();
@@ -214,9 +229,9 @@ fn vcell_reads_what_anndata_writes() {
     assert_eq!(r.layer_info("counts").unwrap().dtype, StoredDtype::Int(4, true));
     // chunked rows agree with the whole matrix
     let rows = r.read_x_rows(100, 163).unwrap();
-    for i in 0..63 {
-        for j in 0..m {
-            assert_eq!(rows.get(i, j).copied().unwrap_or(0.0), x[100 + i][j]);
+    for (i, want) in x[100..163].iter().enumerate() {
+        for (j, &w) in want.iter().enumerate() {
+            assert_eq!(rows.get(i, j).copied().unwrap_or(0.0), w);
         }
     }
 

@@ -298,3 +298,20 @@ pub(crate) fn write_array<T: H5Type>(
 pub(crate) fn row_block(start: usize, end: usize) -> hdf5::Selection {
     hdf5::Hyperslab::from(vec![hdf5::SliceOrIndex::from(start..end), hdf5::SliceOrIndex::from(..)]).into()
 }
+
+/// Opens (`create == false`, read-only) or creates an HDF5 file with HDF5's `flock` file locking off.
+///
+/// Why: HDF5 does not open its descriptors close-on-exec, so a child process spawned by any thread while a file
+/// is open inherits the descriptor and with it the lock, which then outlives our close. A Python process
+/// (anndata, cell-eval) opening the finished file is refused with "unable to lock file" for as long as that
+/// unrelated child runs. Our writers publish by atomic rename, so readers never see a half-written file and the
+/// lock buys nothing here.
+pub(crate) fn open_file(path: &std::path::Path, create: bool) -> hdf5::Result<hdf5::File> {
+    let mut builder = hdf5::File::with_options();
+    builder.with_fapl(|p| p.file_locking(false));
+    if create {
+        builder.create(path)
+    } else {
+        builder.open(path)
+    }
+}

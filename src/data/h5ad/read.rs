@@ -40,7 +40,7 @@ impl H5adReader {
         let mut f = std::fs::File::open(path).map_err(|e| ctx.io("/", e))?;
         let n = read_up_to(&mut f, &mut head).map_err(|e| ctx.io("/", e))?;
         let signature_at_start = n == head.len() && head == HDF5_SIGNATURE;
-        let file = File::open(path).map_err(|e| {
+        let file = hdf::open_file(path, false).map_err(|e| {
             let reason = if !signature_at_start {
                 "not an HDF5 file (no HDF5 signature); an .h5ad file must be HDF5".to_owned()
             } else {

@@ -25,7 +25,7 @@ pub fn write_h5ad(path: &Path, adata: &AnnData) -> Result<()> {
 }
 
 fn write_all(ctx: Ctx<'_>, tmp: &Path, adata: &AnnData) -> Result<()> {
-    let file = File::create(tmp).at(ctx, "/")?;
+    let file = hdf::open_file(tmp, true).at(ctx, "/")?;
     write_root(ctx, &file)?;
     write_matrix(ctx, &file, "/X", &adata.x)?;
     frame::write_frame(ctx, &file, "/obs", &adata.obs)?;
@@ -248,7 +248,7 @@ impl H5adWriter {
             done: false,
         };
         // From here on, dropping `w` on error removes the temporary file.
-        let file = File::create(&tmp).at(ctx, "/")?;
+        let file = hdf::open_file(&tmp, true).at(ctx, "/")?;
         write_root(ctx, &file)?;
         frame::write_frame(ctx, &file, "/var", var)?;
         let g = sparse_group(ctx, &file, "/X", "X")?;
