@@ -1,1 +1,40 @@
-//! CLI (wired once the data layer lands)
+//! Command-line interface: clap commands, each a thin call into the layers below with progress output.
+//!
+//! `anyhow` is used here and in `main.rs` only; the library layers return `thiserror` errors.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod progress;
+pub mod runs;
+
+#[derive(Parser, Debug)]
+#[command(name = "vcell", version, about = "A terminal workbench for virtual-cell models")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Jobs that outlive the terminal: start, list, tail, stop, resume, rm.
+    Runs(runs::RunsArgs),
+}
+
+/// Parse the command line, run the command, map errors to a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Runs(args) => runs::run(args),
+    }
+}
