@@ -398,3 +398,14 @@ fn broken_run_directories_give_clear_states_without_panics() {
     assert!(rm.wait().unwrap().success());
     assert!(!run("garbage").exists());
 }
+
+#[test]
+fn rm_force_kills_a_running_job_and_removes_it() {
+    let ws = Ws::new();
+    ws.start_demo("r", 100_000, 50, 1000);
+    ws.wait_train_step("r", 2);
+    let job = ws.pid("r");
+    ws.ok(&["runs", "rm", "r", "--yes", "--force"]);
+    wait_dead(job);
+    assert!(!ws.root.join("r").exists());
+}

@@ -48,8 +48,20 @@ pub enum DemoOutcome {
 }
 
 impl DemoJob {
+    /// Open the run, loop, and record the end state (`finished`, `stopped`, or `failed` with the error).
     pub fn run(&self) -> Result<DemoOutcome, JobError> {
         let mut ctx = JobContext::open(&self.run_dir, Some(self.steps), self.resume)?;
+        match self.train(&mut ctx) {
+            Ok(DemoOutcome::Finished) => ctx.finish().map(|()| DemoOutcome::Finished),
+            Ok(DemoOutcome::Stopped) => ctx.stopped().map(|()| DemoOutcome::Stopped),
+            Err(e) => {
+                let _ = ctx.fail(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn train(&self, ctx: &mut JobContext) -> Result<DemoOutcome, JobError> {
         let mut step = ctx.start_step();
         if let Some(ckpt) = ctx.resumed_from() {
             let path = ckpt.file("json");
@@ -65,8 +77,7 @@ impl DemoJob {
         let throughput = 1000.0 / self.step_ms.max(1) as f64;
         while step < self.steps {
             if ctx.stop_requested()? {
-                self.checkpoint(&mut ctx, step)?;
-                ctx.stopped()?;
+                self.checkpoint(ctx, step)?;
                 return Ok(DemoOutcome::Stopped);
             }
             thread::sleep(Duration::from_millis(self.step_ms));
@@ -77,14 +88,13 @@ impl DemoJob {
                     .with("lr", demo_lr(step))
                     .with("throughput", throughput),
             )?;
-            if self.checkpoint_every > 0 && step % self.checkpoint_every == 0 {
-                self.checkpoint(&mut ctx, step)?;
+            if self.checkpoint_every > 0 && step.is_multiple_of(self.checkpoint_every) {
+                self.checkpoint(ctx, step)?;
             }
         }
         if ctx.latest_checkpoint()?.map(|c| c.step) != Some(step) {
-            self.checkpoint(&mut ctx, step)?;
+            self.checkpoint(ctx, step)?;
         }
-        ctx.finish()?;
         Ok(DemoOutcome::Finished)
     }
 

@@ -51,8 +51,8 @@ pub fn live_holder(dir: &RunDir) -> Option<LockInfo> {
 
 fn read_lock(path: &Path) -> Result<Option<LockInfo>, JobError> {
     match fs::read(path) {
+        // Unparseable content means no identifiable holder: treated as stale.
         Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(JobError::io(path, e)),
         Err(e) => Err(JobError::io(path, e)),
     }
 }

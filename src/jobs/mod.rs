@@ -15,20 +15,30 @@
 //! # The `JobContext` contract (for the training loop)
 //! ```ignore
 //! let mut ctx = JobContext::open(&args.run_dir, Some(total_steps), args.resume)?; // lock, signals, `running`
-//! let mut step = ctx.start_step();                  // 0, or the step of the checkpoint being resumed
-//! if let Some(ckpt) = ctx.resumed_from() { load(ckpt.file("safetensors"), ckpt.file("json"))?; }
-//! while step < total_steps {
-//!     if ctx.stop_requested()? {                    // SIGTERM/SIGINT arrived: status is now `stopping`
-//!         save(ctx.checkpoint_stem(step))?; ctx.commit_checkpoint(step)?;
-//!         return ctx.stopped();                     // status `stopped`, exit 0
-//!     }
-//!     step += 1;                                    // `step` = completed steps
-//!     let loss = train_one_step()?;
-//!     ctx.record(Event::new(EventKind::Train, step).with_loss(loss).with("lr", lr).with("throughput", it_s))?;
-//!     if step % every == 0 { save(ctx.checkpoint_stem(step))?; ctx.commit_checkpoint(step)?; }
+//! match train_loop(&mut ctx) {                      // your loop, below
+//!     Ok(Ending::Finished) => ctx.finish(),         // status `finished`, lock released
+//!     Ok(Ending::Stopped) => ctx.stopped(),         // status `stopped`, exit 0
+//!     Err(e) => { let _ = ctx.fail(e.to_string()); Err(e) } // status `failed` with the message
 //! }
-//! ctx.finish()                                      // or ctx.fail(msg); dropping it unfinished records `failed`
+//!
+//! fn train_loop(ctx: &mut JobContext) -> Result<Ending, E> {
+//!     let mut step = ctx.start_step();              // 0, or the step of the checkpoint being resumed
+//!     if let Some(ckpt) = ctx.resumed_from() { load(ckpt.file("safetensors"), ckpt.file("json"))?; }
+//!     while step < total_steps {
+//!         if ctx.stop_requested()? {                // SIGTERM/SIGINT arrived: status is now `stopping`
+//!             save(ctx.checkpoint_stem(step))?; ctx.commit_checkpoint(step)?;
+//!             return Ok(Ending::Stopped);
+//!         }
+//!         step += 1;                                // `step` = completed steps
+//!         let loss = train_one_step()?;
+//!         ctx.record(Event::new(EventKind::Train, step).with_loss(loss).with("lr", lr).with("throughput", it_s))?;
+//!         if step % every == 0 { save(ctx.checkpoint_stem(step))?; ctx.commit_checkpoint(step)?; }
+//!     }
+//!     save(ctx.checkpoint_stem(step))?; ctx.commit_checkpoint(step)?;
+//!     Ok(Ending::Finished)
+//! }
 //! ```
+//! - Dropping an unfinished `JobContext` (a panic) records `failed`.
 //! - Write checkpoint files atomically ([`run_dir::write_atomic`] or temp + rename) and only then call
 //!   `commit_checkpoint`, which moves `checkpoints/latest` atomically: `latest` always names a complete checkpoint.
 //! - Resume continues with the same step count: after `--resume`, the first `train` event is `latest + 1`; a
