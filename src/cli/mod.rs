@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod info;
 pub mod progress;
+pub mod runs;
 pub mod synth;
 
 #[derive(Parser, Debug)]
@@ -22,6 +23,8 @@ pub enum Command {
     Synth(synth::SynthArgs),
     /// Summarise an .h5ad: shape, X encoding, obs columns and categories, obsm keys (never reads X's data).
     Info(info::InfoArgs),
+    /// Jobs that outlive the terminal: start, list, tail, stop, resume, rm.
+    Runs(runs::RunsArgs),
 }
 
 /// Parse the command line, run the command, map errors to a message and exit code 1.
@@ -40,5 +43,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Synth(args) => synth::run(args),
         Command::Info(args) => info::run(args),
+        Command::Runs(args) => runs::run(args),
     }
 }
