@@ -267,7 +267,7 @@ mod tests {
             }
             seen.push(set);
         }
-        assert_eq!(cursor, DataCursor { epoch: 1, index: 0 });
+        assert_eq!(cursor, DataCursor { epoch: 0, index: 6 }, "wraps lazily on the next call");
         // resuming from a cursor gives the same sets
         let mut again = SetSampler::new(&t, Split::Train, 4, true, 7).unwrap();
         let mut c2 = DataCursor { epoch: 0, index: 3 };
