@@ -137,7 +137,7 @@ impl CellTable {
             let mut labels: Vec<String> = perts.iter().flatten().cloned().collect();
             labels.sort();
             labels.dedup();
-            if !labels.iter().any(|l| *l == s.control_pert) {
+            if !labels.contains(&s.control_pert) {
                 return Err(TableError::NoControl {
                     file: path.clone(),
                     control: s.control_pert.clone(),
