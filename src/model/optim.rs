@@ -167,15 +167,16 @@ impl AdamW {
         self.cfg.lr * self.cfg.schedule.factor(self.step)
     }
 
-    /// Global L2 norm of the gradients of the optimised variables (f64 accumulation, name order).
+    /// Global L2 norm of the gradients of the optimised variables (summed over tensors in f64, in name order).
     pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
         let mut sq = 0f64;
         for var in &self.vars {
             if let Some(g) = grads.get(var.as_tensor()) {
+                // per-tensor sum in the gradient's dtype (no f64 copy of every gradient), f64 across tensors
                 sq += g
-                    .to_dtype(DType::F64)?
                     .sqr()?
                     .sum_all()?
+                    .to_dtype(DType::F64)?
                     .to_scalar::<f64>()?;
             }
         }

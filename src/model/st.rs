@@ -4,8 +4,8 @@
 //! 1. `p = pert_encoder(pert)` (build_mlp), `b = basal_encoder(ctrl)` (build_mlp or a plain Linear),
 //!    `x = p + b` (+ `batch_encoder(batch)` when enabled);
 //! 2. `h = transformer_backbone(x)` (bidirectional Llama, no positions, final norm included);
-//! 3. head: output_space `all` → `final_down_then_up(project_out(h) + ctrl)`; otherwise with `predict_residual`
-//!    → `project_out(h + b)` (residual in hidden space), without → `project_out(h)`;
+//! 3. head with `predict_residual`: output_space `all` → `final_down_then_up(project_out(h) + ctrl)`, otherwise
+//!    `project_out(h + b)` (residual in hidden space); without it → `project_out(h)` (no final_down_then_up);
 //! 4. ReLU when `relu_output` (Arc: embed_key X_hvg/null, or no gene decoder).
 //!
 //! Names mirror Arc's state_dict (`design/state-st-state-dict.txt`), so a checkpoint converted to safetensors
@@ -422,11 +422,11 @@ impl StModel {
         }
         let h = self.transformer_backbone.forward(&x)?;
         // Head as in state_transition.py `forward`.
+        // Without predict_residual Arc skips final_down_then_up even in output_space all (it exists but is unused).
         let out = match (&self.final_down_then_up, self.cfg.predict_residual) {
             (Some(fdu), true) => fdu.forward(&(self.project_out.forward_t(&h, train)? + ctrl)?)?,
-            (Some(fdu), false) => fdu.forward(&self.project_out.forward_t(&h, train)?)?,
             (None, true) => self.project_out.forward_t(&(h + basal)?, train)?,
-            (None, false) => self.project_out.forward_t(&h, train)?,
+            (_, false) => self.project_out.forward_t(&h, train)?,
         };
         Ok(if self.cfg.relu_output {
             out.relu()?
@@ -663,6 +663,7 @@ mod tests {
             .loss(&ctrl, &pert, None, &tgt, None, &LossKind::Energy, 1.0, true)
             .expect("loss");
         let n1 = assert_full_grad(&vm, &l.total);
+        eprintln!("gradient coverage, gene space: {n1}/{n1} variables");
 
         // all space, gene decoder, batch embedding
         let mut c = small(OutputSpace::All);
@@ -689,6 +690,9 @@ mod tests {
             .expect("loss");
         assert!(l.decoder.is_some());
         let n2 = assert_full_grad(&vm, &l.total);
+        eprintln!(
+            "gradient coverage, all space + gene decoder + batch embedding: {n2}/{n2} variables"
+        );
         assert!(n2 > n1, "{n2} vars with decoder/batch vs {n1}");
     }
 
@@ -912,6 +916,39 @@ mod tests {
                 }
             }
             assert!(checked > 30);
+        }
+    }
+
+    /// Timing probe for the `state_sm` preset (35.3 M parameters): one forward + backward + AdamW step on one set
+    /// of 128 cells × 2000 genes. Run with `cargo test --lib state_sm_one_step -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn state_sm_one_step() {
+        let c = StConfig::state_sm(2000, 41);
+        let (vm, m) = build(&c);
+        let n: usize = vm.all_vars().iter().map(|v| v.elem_count()).sum();
+        assert_eq!(n, c.n_params());
+        let ctrl = randn(&[1, 128, 2000], 1).abs().expect("a");
+        let tgt = randn(&[1, 128, 2000], 2).abs().expect("a");
+        let pert = onehot(1, 128, 41, &[3]);
+        let mut opt = AdamW::new(&vm, OptimConfig::default()).expect("opt");
+        for i in 0..3 {
+            let t0 = std::time::Instant::now();
+            let l = m
+                .loss(&ctrl, &pert, None, &tgt, None, &LossKind::Energy, 1.0, true)
+                .expect("loss");
+            let t1 = t0.elapsed();
+            let grads = l.total.backward().expect("bw");
+            let t2 = t0.elapsed();
+            let st = opt.step(&grads).expect("step");
+            eprintln!(
+                "state_sm step {i}: loss {:.4}, grad norm {:.3}, forward {:.2?}, +backward {:.2?}, +AdamW {:.2?}",
+                l.total.to_scalar::<f32>().expect("v"),
+                st.grad_norm,
+                t1,
+                t2 - t1,
+                t0.elapsed() - t2
+            );
         }
     }
 }
