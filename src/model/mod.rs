@@ -7,5 +7,6 @@ pub mod loss;
 pub mod mlp;
 pub mod optim;
 pub mod st;
+pub mod train;
 
 pub use error::{ModelError, Result};
