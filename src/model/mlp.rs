@@ -6,17 +6,82 @@
 //! or a single `Linear(in, out)` when `n_layers == 1`. The Linears therefore sit at indices 0, 3, 6, 9, … and the
 //! state_dict names are `<prefix>.0.weight`, `<prefix>.3.weight`, …; we mirror them with `vb.pp(3 * i)`.
 
+use std::sync::{Arc, Mutex};
+
 use candle_core::{ModuleT, Tensor};
-use candle_nn::{linear, ops, Activation, Dropout, Linear, Module, VarBuilder};
+use candle_nn::{linear, ops, Activation, Linear, Module, VarBuilder};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use super::{ModelError, Result};
+
+/// The RNG behind every dropout mask of a model, shared by its layers.
+///
+/// candle's own dropout draws from an unseedable thread RNG (`rand::rng()`), so runs could not be repeated nor
+/// resumed exactly. The training loop calls [`DropoutRng::reseed`] with e.g. `hash(seed, step)` before each step:
+/// the masks then depend only on (seed, step), and a resumed run needs no saved RNG state.
+#[derive(Debug, Clone)]
+pub struct DropoutRng(Arc<Mutex<ChaCha8Rng>>);
+
+impl DropoutRng {
+    pub fn new(seed: u64) -> Self {
+        Self(Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))))
+    }
+
+    pub fn reseed(&self, seed: u64) {
+        if let Ok(mut r) = self.0.lock() {
+            *r = ChaCha8Rng::seed_from_u64(seed);
+        }
+    }
+
+    /// Inverted-dropout mask: 0 with probability `p`, else `1/(1−p)`, shaped and typed like `like`.
+    fn mask(&self, like: &Tensor, p: f32) -> candle_core::Result<Tensor> {
+        let n = like.elem_count();
+        let keep = 1.0 / (1.0 - p);
+        let v: Vec<f32> = {
+            let mut r = self
+                .0
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("dropout RNG lock poisoned".into()))?;
+            (0..n)
+                .map(|_| if r.random::<f32>() < p { 0.0 } else { keep })
+                .collect()
+        };
+        Tensor::from_vec(v, like.shape(), like.device())?.to_dtype(like.dtype())
+    }
+}
+
+/// Inverted dropout (as `nn.Dropout`) drawing its masks from a [`DropoutRng`]; identity when not training.
+#[derive(Debug, Clone)]
+pub struct SeededDropout {
+    p: f32,
+    rng: DropoutRng,
+}
+
+impl SeededDropout {
+    pub fn new(p: f32, rng: &DropoutRng) -> Self {
+        Self {
+            p,
+            rng: rng.clone(),
+        }
+    }
+}
+
+impl ModuleT for SeededDropout {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if !train || self.p <= 0.0 {
+            return Ok(xs.clone());
+        }
+        xs.mul(&self.rng.mask(xs, self.p)?)
+    }
+}
 
 /// A `build_mlp` stack: Linears at Sequential indices 0, 3, 6, … with GELU and dropout between them.
 #[derive(Debug, Clone)]
 pub struct Mlp {
     linears: Vec<Linear>,
     activation: Activation,
-    dropout: Dropout,
+    dropout: SeededDropout,
 }
 
 impl Mlp {
@@ -29,7 +94,7 @@ impl Mlp {
         out_dim: usize,
         hidden_dim: usize,
         n_layers: usize,
-        dropout: f32,
+        dropout: SeededDropout,
     ) -> Result<Self> {
         if n_layers == 0 {
             return Err(ModelError::Config("build_mlp needs n_layers >= 1".into()));
@@ -47,7 +112,7 @@ impl Mlp {
         Ok(Self {
             linears,
             activation: Activation::Gelu,
-            dropout: Dropout::new(dropout),
+            dropout,
         })
     }
 
@@ -150,13 +215,19 @@ impl GeneDecoderConfig {
 pub struct GeneDecoder {
     blocks: Vec<(Linear, DiffLayerNorm)>,
     out: Linear,
-    dropout: Dropout,
+    dropout: SeededDropout,
     gene_dim: usize,
 }
 
 impl GeneDecoder {
     /// `vb` points at `gene_decoder` (the `decoder` Sequential is added here).
-    pub fn load(vb: VarBuilder, latent_dim: usize, cfg: &GeneDecoderConfig) -> Result<Self> {
+    /// `rng` is the model's shared dropout RNG; the rate comes from `cfg.dropout`.
+    pub fn load(
+        vb: VarBuilder,
+        latent_dim: usize,
+        cfg: &GeneDecoderConfig,
+        rng: &DropoutRng,
+    ) -> Result<Self> {
         let vb = vb.pp("decoder");
         let mut blocks = Vec::with_capacity(cfg.hidden_dims.len());
         let mut d_in = latent_dim;
@@ -174,7 +245,7 @@ impl GeneDecoder {
         Ok(Self {
             blocks,
             out,
-            dropout: Dropout::new(cfg.dropout),
+            dropout: SeededDropout::new(cfg.dropout, rng),
             gene_dim: cfg.gene_dim,
         })
     }
@@ -207,7 +278,16 @@ mod tests {
     fn mlp_names_and_shapes_mirror_build_mlp() {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-        let mlp = Mlp::load(vb.pp("pert_encoder"), 5, 7, 6, 4, 0.1).expect("mlp");
+        let rng = DropoutRng::new(0);
+        let mlp = Mlp::load(
+            vb.pp("pert_encoder"),
+            5,
+            7,
+            6,
+            4,
+            SeededDropout::new(0.1, &rng),
+        )
+        .expect("mlp");
         let data = vm.data().lock().expect("lock");
         let mut names: Vec<_> = data
             .iter()
@@ -244,7 +324,8 @@ mod tests {
             hidden_dims: vec![8, 8, 4],
             dropout: 0.1,
         };
-        let dec = GeneDecoder::load(vb.pp("gene_decoder"), 6, &cfg).expect("dec");
+        let dec =
+            GeneDecoder::load(vb.pp("gene_decoder"), 6, &cfg, &DropoutRng::new(0)).expect("dec");
         let mut names: Vec<_> = vm.data().lock().expect("lock").keys().cloned().collect();
         names.sort();
         let expected: Vec<String> = [0, 1, 4, 5, 8, 9, 12]
@@ -266,5 +347,38 @@ mod tests {
         assert!(min.to_scalar::<f32>().expect("s") >= 0.0);
         let n: usize = vm.all_vars().iter().map(|v| v.elem_count()).sum();
         assert_eq!(n, cfg.n_params(6));
+    }
+
+    #[test]
+    fn seeded_dropout_is_reproducible_and_unbiased() {
+        let rng = DropoutRng::new(1);
+        let d = SeededDropout::new(0.25, &rng);
+        let x = Tensor::ones((64, 64), candle_core::DType::F32, &Device::Cpu).expect("x");
+        rng.reseed(7);
+        let a: Vec<f32> = d
+            .forward_t(&x, true)
+            .and_then(|t| t.flatten_all()?.to_vec1())
+            .expect("a");
+        rng.reseed(7);
+        let b: Vec<f32> = d
+            .forward_t(&x, true)
+            .and_then(|t| t.flatten_all()?.to_vec1())
+            .expect("b");
+        assert_eq!(a, b);
+        let zeros = a.iter().filter(|v| **v == 0.0).count() as f64 / a.len() as f64;
+        assert!((zeros - 0.25).abs() < 0.03, "{zeros}");
+        let mean = a.iter().map(|v| f64::from(*v)).sum::<f64>() / a.len() as f64;
+        assert!((mean - 1.0).abs() < 0.05, "{mean}");
+        assert!(a.iter().all(|v| *v == 0.0 || (*v - 4.0 / 3.0).abs() < 1e-6));
+        let c: Vec<f32> = d
+            .forward_t(&x, true)
+            .and_then(|t| t.flatten_all()?.to_vec1())
+            .expect("c");
+        assert_ne!(a, c);
+        let e: Vec<f32> = d
+            .forward_t(&x, false)
+            .and_then(|t| t.flatten_all()?.to_vec1())
+            .expect("e");
+        assert!(e.iter().all(|v| *v == 1.0));
     }
 }

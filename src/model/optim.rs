@@ -363,7 +363,7 @@ mod tests {
         c.hidden_dim = 16;
         c.n_heads = 2;
         c.ffn_dim = 16;
-        c.dropout = 0.0; // dropout draws from an unseeded RNG: keep runs reproducible
+        c.dropout = 0.1; // masks come from the model's DropoutRng, reseeded per step in `run`
         c
     }
 
@@ -387,6 +387,8 @@ mod tests {
     fn run(vm: &VarMap, m: &StModel, opt: &mut AdamW, n: usize) {
         let (ctrl, pert, tgt) = batch();
         for _ in 0..n {
+            // masks depend only on (seed, step): the resumed run draws the same ones
+            m.reseed_dropout(1000 + opt.steps_done());
             let l = m
                 .loss(&ctrl, &pert, None, &tgt, None, &LossKind::Energy, 1.0, true)
                 .expect("loss");

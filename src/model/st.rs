@@ -16,7 +16,7 @@ use candle_nn::{embedding, linear, Embedding, Linear, Module, VarBuilder};
 
 use super::llama::{LlamaConfig, LlamaEncoder};
 use super::loss::LossKind;
-use super::mlp::{GeneDecoder, GeneDecoderConfig, Mlp};
+use super::mlp::{DropoutRng, GeneDecoder, GeneDecoderConfig, Mlp, SeededDropout};
 use super::{ModelError, Result};
 
 /// Where ST's output lives (`data.kwargs.output_space`).
@@ -290,6 +290,7 @@ pub struct StModel {
     project_out: Mlp,
     final_down_then_up: Option<DownThenUp>,
     gene_decoder: Option<GeneDecoder>,
+    dropout_rng: DropoutRng,
 }
 
 /// Losses of one training step (Arc logs `train_loss` and `decoder_loss`; total = main + weight · decoder).
@@ -305,13 +306,15 @@ impl StModel {
     pub fn load(vb: VarBuilder, cfg: &StConfig) -> Result<Self> {
         cfg.validate()?;
         let h = cfg.hidden_dim;
+        let dropout_rng = DropoutRng::new(0);
+        let drop = SeededDropout::new(cfg.dropout, &dropout_rng);
         let pert_encoder = Mlp::load(
             vb.pp("pert_encoder"),
             cfg.pert_dim,
             h,
             h,
             cfg.n_encoder_layers,
-            cfg.dropout,
+            drop.clone(),
         )?;
         let basal_encoder = if cfg.use_basal_projection {
             BasalEncoder::Mlp(Mlp::load(
@@ -320,7 +323,7 @@ impl StModel {
                 h,
                 h,
                 cfg.n_encoder_layers,
-                cfg.dropout,
+                drop.clone(),
             )?)
         } else {
             BasalEncoder::Linear(linear(cfg.input_dim, h, vb.pp("basal_encoder"))?)
@@ -338,7 +341,7 @@ impl StModel {
             cfg.output_dim,
             h,
             cfg.n_decoder_layers,
-            cfg.dropout,
+            drop,
         )?;
         let final_down_then_up = if cfg.output_space == OutputSpace::All {
             Some(DownThenUp::load(
@@ -349,7 +352,12 @@ impl StModel {
             None
         };
         let gene_decoder = match &cfg.gene_decoder {
-            Some(g) => Some(GeneDecoder::load(vb.pp("gene_decoder"), cfg.output_dim, g)?),
+            Some(g) => Some(GeneDecoder::load(
+                vb.pp("gene_decoder"),
+                cfg.output_dim,
+                g,
+                &dropout_rng,
+            )?),
             None => None,
         };
         Ok(Self {
@@ -361,7 +369,14 @@ impl StModel {
             project_out,
             final_down_then_up,
             gene_decoder,
+            dropout_rng,
         })
+    }
+
+    /// Resets the dropout RNG; call it before each training step with a value derived from (seed, step) so a
+    /// run — and a resumed run — draws the same masks.
+    pub fn reseed_dropout(&self, seed: u64) {
+        self.dropout_rng.reseed(seed);
     }
 
     pub fn config(&self) -> &StConfig {
