@@ -56,16 +56,9 @@ pub struct BaselinePrediction {
 }
 
 /// Means of the rows of `x` grouped by `keys[row]` (f64 accumulation).
-pub fn group_means<K: Clone + Eq + Hash>(
-    x: ArrayView2<f32>,
-    keys: &[K],
-) -> Result<HashMap<K, GroupMean>> {
+pub fn group_means<K: Clone + Eq + Hash>(x: ArrayView2<f32>, keys: &[K]) -> Result<HashMap<K, GroupMean>> {
     if keys.len() != x.nrows() {
-        return Err(ModelError::Input(format!(
-            "group_means: {} keys for {} rows",
-            keys.len(),
-            x.nrows()
-        )));
+        return Err(ModelError::Input(format!("group_means: {} keys for {} rows", keys.len(), x.nrows())));
     }
     let g = x.ncols();
     let mut acc: HashMap<K, (Vec<f64>, usize)> = HashMap::new();
@@ -93,11 +86,9 @@ pub fn control_mean(
     targets
         .iter()
         .map(|(pert, ct)| {
-            let m = control_means.get(ct).ok_or_else(|| {
-                ModelError::Input(format!(
-                    "control_mean: no control cells for cell type {ct:?}"
-                ))
-            })?;
+            let m = control_means
+                .get(ct)
+                .ok_or_else(|| ModelError::Input(format!("control_mean: no control cells for cell type {ct:?}")))?;
             Ok(BaselinePrediction {
                 pert: pert.clone(),
                 cell_type: ct.clone(),
@@ -137,18 +128,14 @@ pub fn perturbation_mean(
     targets: &[(String, String)],
     pooling: Pooling,
 ) -> Result<Vec<BaselinePrediction>> {
-    let perturbed: Vec<(&(String, String), &GroupMean)> = train
-        .iter()
-        .filter(|((p, _), gm)| p != control_pert && gm.n_cells > 0)
-        .collect();
+    let perturbed: Vec<(&(String, String), &GroupMean)> =
+        train.iter().filter(|((p, _), gm)| p != control_pert && gm.n_cells > 0).collect();
     let width = perturbed
         .first()
         .map(|(_, gm)| gm.mean.len())
         .ok_or_else(|| ModelError::Input("perturbation_mean: no training perturbations".into()))?;
     if perturbed.iter().any(|(_, gm)| gm.mean.len() != width) {
-        return Err(ModelError::Input(
-            "perturbation_mean: group means differ in length".into(),
-        ));
+        return Err(ModelError::Input("perturbation_mean: group means differ in length".into()));
     }
     // Pool in a fixed key order so the f64 sums (and thus the output) do not depend on HashMap order.
     let mut sorted = perturbed.clone();
@@ -160,13 +147,7 @@ pub fn perturbation_mean(
     cts.sort_unstable();
     cts.dedup();
     for ct in cts {
-        if let Some(p) = pool(
-            sorted
-                .iter()
-                .filter(|((_, c), _)| c == ct)
-                .map(|(_, gm)| *gm),
-            pooling,
-        ) {
+        if let Some(p) = pool(sorted.iter().filter(|((_, c), _)| c == ct).map(|(_, gm)| *gm), pooling) {
             by_ct.insert(ct, p);
         }
     }
@@ -175,20 +156,13 @@ pub fn perturbation_mean(
         .map(|(pert, ct)| {
             let key = (pert.clone(), ct.clone());
             let (mean, source) = match train.get(&key) {
-                Some(gm) if pert != control_pert && gm.n_cells > 0 => {
-                    (gm.mean.clone(), Source::Observed)
-                }
+                Some(gm) if pert != control_pert && gm.n_cells > 0 => (gm.mean.clone(), Source::Observed),
                 _ => match by_ct.get(ct.as_str()) {
                     Some(m) => (m.clone(), Source::CellTypePool),
                     None => (global.clone(), Source::GlobalPool),
                 },
             };
-            BaselinePrediction {
-                pert: pert.clone(),
-                cell_type: ct.clone(),
-                mean,
-                source,
-            }
+            BaselinePrediction { pert: pert.clone(), cell_type: ct.clone(), mean, source }
         })
         .collect())
 }
@@ -216,13 +190,7 @@ mod tests {
     #[test]
     fn control_mean_baseline() {
         let mut c = HashMap::new();
-        c.insert(
-            "ctA".to_string(),
-            GroupMean {
-                mean: vec![1.0, 2.0],
-                n_cells: 5,
-            },
-        );
+        c.insert("ctA".to_string(), GroupMean { mean: vec![1.0, 2.0], n_cells: 5 });
         let p = control_mean(&c, &[k("g1", "ctA")]).expect("p");
         assert_eq!(p[0].mean, vec![1.0, 2.0]);
         assert_eq!(p[0].source, Source::Control);
@@ -232,20 +200,12 @@ mod tests {
     #[test]
     fn perturbation_mean_baseline() {
         let mut t = HashMap::new();
-        let gm = |m: Vec<f32>, n| GroupMean {
-            mean: m,
-            n_cells: n,
-        };
+        let gm = |m: Vec<f32>, n| GroupMean { mean: m, n_cells: n };
         t.insert(k("g1", "ctA"), gm(vec![1.0, 0.0], 1));
         t.insert(k("g2", "ctA"), gm(vec![4.0, 3.0], 3));
         t.insert(k("g1", "ctB"), gm(vec![10.0, 10.0], 2));
         t.insert(k("non-targeting", "ctA"), gm(vec![100.0, 100.0], 50));
-        let targets = [
-            k("g1", "ctA"),
-            k("g3", "ctA"),
-            k("g3", "ctC"),
-            k("g2", "ctB"),
-        ];
+        let targets = [k("g1", "ctA"), k("g3", "ctA"), k("g3", "ctC"), k("g2", "ctB")];
         let p = perturbation_mean(&t, "non-targeting", &targets, Pooling::CellWeighted).expect("p");
         assert_eq!(p[0].mean, vec![1.0, 0.0]);
         assert_eq!(p[0].source, Source::Observed);
@@ -258,8 +218,7 @@ mod tests {
         assert_eq!(p[2].source, Source::GlobalPool);
         // ctB has only g1: pool = [10, 10]
         assert_eq!(p[3].mean, vec![10.0, 10.0]);
-        let q = perturbation_mean(&t, "non-targeting", &targets, Pooling::PerturbationWeighted)
-            .expect("q");
+        let q = perturbation_mean(&t, "non-targeting", &targets, Pooling::PerturbationWeighted).expect("q");
         assert_eq!(q[1].mean, vec![2.5, 1.5]);
         assert!((q[2].mean[0] - 5.0).abs() < 1e-6);
         let empty = HashMap::new();

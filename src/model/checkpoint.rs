@@ -18,26 +18,18 @@ pub const OPTIM_CONFIG_FILE: &str = "optimizer.json";
 pub const OPTIM_STATE_FILE: &str = "optimizer.safetensors";
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
-    move |source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| ModelError::Io { path: path.to_path_buf(), source }
 }
 
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let s = serde_json::to_string_pretty(value).map_err(|source| ModelError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let s =
+        serde_json::to_string_pretty(value).map_err(|source| ModelError::Json { path: path.to_path_buf(), source })?;
     std::fs::write(path, s).map_err(io_err(path))
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let s = std::fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&s).map_err(|source| ModelError::Json {
-        path: path.to_path_buf(),
-        source,
-    })
+    serde_json::from_str(&s).map_err(|source| ModelError::Json { path: path.to_path_buf(), source })
 }
 
 /// Writes a checkpoint directory (created if needed). Files are written under a temporary name and renamed,

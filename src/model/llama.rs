@@ -39,14 +39,10 @@ impl LlamaConfig {
 
     pub fn validate(&self) -> Result<()> {
         if self.hidden_size == 0 || self.num_attention_heads == 0 || self.head_dim == 0 {
-            return Err(ModelError::Config(
-                "llama: hidden_size, heads and head_dim must be > 0".into(),
-            ));
+            return Err(ModelError::Config("llama: hidden_size, heads and head_dim must be > 0".into()));
         }
         if self.num_hidden_layers == 0 || self.intermediate_size == 0 {
-            return Err(ModelError::Config(
-                "llama: layers and intermediate_size must be > 0".into(),
-            ));
+            return Err(ModelError::Config("llama: layers and intermediate_size must be > 0".into()));
         }
         Ok(())
     }
@@ -71,10 +67,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
         let weight = vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?;
-        Ok(Self {
-            weight,
-            eps: eps as f32,
-        })
+        Ok(Self { weight, eps: eps as f32 })
     }
 }
 
@@ -112,9 +105,7 @@ impl Attention {
     fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
         let (b, s, _) = xs.dims3()?;
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((b, s, self.n_heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
+            t.reshape((b, s, self.n_heads, self.head_dim))?.transpose(1, 2)?.contiguous()
         };
         let q = split(self.q_proj.forward(xs)?)?;
         let k = split(self.k_proj.forward(xs)?)?;
@@ -126,11 +117,7 @@ impl Attention {
             scores = scores.broadcast_add(m)?;
         }
         let probs = ops::softmax(&scores, D::Minus1)?;
-        let out =
-            probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b, s, self.n_heads * self.head_dim))?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, self.n_heads * self.head_dim))?;
         self.o_proj.forward(&out)
     }
 }
@@ -172,11 +159,7 @@ struct Block {
 impl Block {
     fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
         Ok(Self {
-            input_layernorm: RmsNorm::load(
-                vb.pp("input_layernorm"),
-                cfg.hidden_size,
-                cfg.rms_norm_eps,
-            )?,
+            input_layernorm: RmsNorm::load(vb.pp("input_layernorm"), cfg.hidden_size, cfg.rms_norm_eps)?,
             self_attn: Attention::load(vb.pp("self_attn"), cfg)?,
             post_attention_layernorm: RmsNorm::load(
                 vb.pp("post_attention_layernorm"),
@@ -188,13 +171,8 @@ impl Block {
     }
 
     fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
-        let h = (xs
-            + self
-                .self_attn
-                .forward(&self.input_layernorm.forward(xs)?, mask)?)?;
-        &h + self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&h)?)?
+        let h = (xs + self.self_attn.forward(&self.input_layernorm.forward(xs)?, mask)?)?;
+        &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h)?)?
     }
 }
 
@@ -214,21 +192,13 @@ impl LlamaEncoder {
             .map(|i| Block::load(vb.pp(format!("layers.{i}")), cfg))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load(vb.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?;
-        Ok(Self {
-            layers,
-            norm,
-            causal: cfg.causal,
-        })
+        Ok(Self { layers, norm, causal: cfg.causal })
     }
 
     /// `xs`: [B, S, H] → [B, S, H].
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let (_, s, _) = xs.dims3()?;
-        let mask = if self.causal {
-            Some(causal_mask(s, xs.dtype(), xs.device())?)
-        } else {
-            None
-        };
+        let mask = if self.causal { Some(causal_mask(s, xs.dtype(), xs.device())?) } else { None };
         let mut h = xs.clone();
         for layer in &self.layers {
             h = layer.forward(&h, mask.as_ref())?;
@@ -239,9 +209,7 @@ impl LlamaEncoder {
 
 /// Additive [S, S] mask: 0 on and below the diagonal, −∞ above.
 fn causal_mask(s: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let v: Vec<f32> = (0..s)
-        .flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
+    let v: Vec<f32> = (0..s).flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
     Ok(Tensor::from_vec(v, (s, s), device)?.to_dtype(dtype)?)
 }
 

@@ -48,9 +48,7 @@ pub enum MmdConfig {
 
 impl Default for MmdConfig {
     fn default() -> Self {
-        MmdConfig::Adaptive {
-            multipliers: vec![0.25, 0.5, 1.0, 2.0, 4.0],
-        }
+        MmdConfig::Adaptive { multipliers: vec![0.25, 0.5, 1.0, 2.0, 4.0] }
     }
 }
 
@@ -123,14 +121,8 @@ pub fn mmd_distance(x: &Tensor, y: &Tensor, cfg: &MmdConfig) -> Result<Tensor> {
     let dyy = squared_distances(y, y)?.relu()?;
     let sigma2: Vec<Tensor> = match cfg {
         MmdConfig::Adaptive { multipliers } => {
-            let h = mean_per_set(&dxy)?
-                .detach()
-                .maximum(1e-6)?
-                .reshape((b, 1, 1))?;
-            multipliers
-                .iter()
-                .map(|&m| Ok((&h * m)?))
-                .collect::<Result<_>>()?
+            let h = mean_per_set(&dxy)?.detach().maximum(1e-6)?.reshape((b, 1, 1))?;
+            multipliers.iter().map(|&m| Ok((&h * m)?)).collect::<Result<_>>()?
         }
         MmdConfig::Fixed { sigma2 } => sigma2
             .iter()
@@ -157,11 +149,7 @@ pub fn mmd_loss(x: &Tensor, y: &Tensor, cfg: &MmdConfig) -> Result<Tensor> {
 /// Mean squared error over all elements (cells paired by position).
 pub fn mse_loss(x: &Tensor, y: &Tensor) -> Result<Tensor> {
     if x.dims() != y.dims() {
-        return Err(ModelError::Input(format!(
-            "mse: shapes differ: {:?} vs {:?}",
-            x.dims(),
-            y.dims()
-        )));
+        return Err(ModelError::Input(format!("mse: shapes differ: {:?} vs {:?}", x.dims(), y.dims())));
     }
     Ok((x - y)?.sqr()?.mean_all()?)
 }
@@ -175,21 +163,13 @@ mod tests {
 
     fn rand_sets(b: usize, n: usize, d: usize, seed: u64) -> Vec<Vec<Vec<f64>>> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        (0..b)
-            .map(|_| {
-                (0..n)
-                    .map(|_| (0..d).map(|_| rng.random_range(-2.0..2.0)).collect())
-                    .collect()
-            })
-            .collect()
+        (0..b).map(|_| (0..n).map(|_| (0..d).map(|_| rng.random_range(-2.0..2.0)).collect()).collect()).collect()
     }
 
     fn to_tensor(s: &[Vec<Vec<f64>>], dtype: DType) -> Tensor {
         let (b, n, d) = (s.len(), s[0].len(), s[0][0].len());
         let flat: Vec<f64> = s.iter().flatten().flatten().copied().collect();
-        Tensor::from_vec(flat, (b, n, d), &Device::Cpu)
-            .and_then(|t| t.to_dtype(dtype))
-            .expect("tensor")
+        Tensor::from_vec(flat, (b, n, d), &Device::Cpu).and_then(|t| t.to_dtype(dtype)).expect("tensor")
     }
 
     fn dist_ref(a: &[f64], b: &[f64]) -> f64 {
@@ -216,19 +196,13 @@ mod tests {
         // x = {(0,0), (3,4)}, y = {(0,0)}: cross distances {~0, 5}, within-x {~0,5,5,~0}, within-y {~0}.
         let x = Tensor::new(&[[[0f64, 0.0], [3.0, 4.0]]], &Device::Cpu).expect("x");
         let y = Tensor::new(&[[[0f64, 0.0]]], &Device::Cpu).expect("y");
-        let e = energy_distance(&x, &y)
-            .expect("e")
-            .to_vec1::<f64>()
-            .expect("v");
+        let e = energy_distance(&x, &y).expect("e").to_vec1::<f64>().expect("v");
         let eps = DIST_SQ_FLOOR.sqrt();
         let want = (eps + 5.0) / 2.0 - 0.5 * (2.0 * eps + 10.0) / 4.0 - 0.5 * eps;
         assert!((e[0] - want).abs() < 1e-12, "{} vs {want}", e[0]);
         assert!((want - 1.25).abs() < 1e-4);
         // identical sets: zero
-        let z = energy_distance(&x, &x)
-            .expect("z")
-            .to_vec1::<f64>()
-            .expect("v");
+        let z = energy_distance(&x, &x).expect("z").to_vec1::<f64>().expect("v");
         assert!(z[0].abs() < 1e-12);
     }
 
@@ -246,11 +220,7 @@ mod tests {
             mean += want / 3.0;
             // f32 + the ‖a‖²−2a·b+‖b‖² expansion: diagonal terms come out as sqrt(~1e-7) rather than 1e-4
             // (as in geomloss/PyTorch in f32), hence the loose f32 tolerance; f64 is checked tightly below.
-            assert!(
-                (got[i] as f64 - want).abs() < 1e-4,
-                "set {i}: {} vs {want}",
-                got[i]
-            );
+            assert!((got[i] as f64 - want).abs() < 1e-4, "set {i}: {} vs {want}", got[i]);
         }
         let per_set = energy_distance(&to_tensor(&xs, DType::F64), &to_tensor(&ys, DType::F64))
             .expect("e")
@@ -278,11 +248,7 @@ mod tests {
             let tp = Tensor::from_vec(p, x.shape(), &Device::Cpu).expect("p");
             let tm = Tensor::from_vec(m, x.shape(), &Device::Cpu).expect("m");
             let fd = (loss(&tp) - loss(&tm)) / (2.0 * h);
-            assert!(
-                (fd - g[i]).abs() < 1e-5 * (1.0 + fd.abs()),
-                "coord {i}: fd {fd} vs autograd {}",
-                g[i]
-            );
+            assert!((fd - g[i]).abs() < 1e-5 * (1.0 + fd.abs()), "coord {i}: fd {fd} vs autograd {}", g[i]);
         }
     }
 
@@ -293,11 +259,7 @@ mod tests {
         let l = energy_loss(x.as_tensor(), &y).expect("l");
         let grads = l.backward().expect("bw");
         let g = grads.get(x.as_tensor()).expect("grad");
-        let f = |t: &Tensor| {
-            energy_loss(t, &y)
-                .and_then(|l| Ok(l.to_scalar::<f64>()?))
-                .expect("f")
-        };
+        let f = |t: &Tensor| energy_loss(t, &y).and_then(|l| Ok(l.to_scalar::<f64>()?)).expect("f");
         grad_check(f, &x, g);
     }
 
@@ -305,33 +267,21 @@ mod tests {
     fn mmd_gradient_matches_finite_differences() {
         let y = to_tensor(&rand_sets(2, 4, 3, 7), DType::F64);
         let x = Var::from_tensor(&to_tensor(&rand_sets(2, 3, 3, 8), DType::F64)).expect("var");
-        let cfg = MmdConfig::Fixed {
-            sigma2: vec![0.5, 2.0],
-        };
+        let cfg = MmdConfig::Fixed { sigma2: vec![0.5, 2.0] };
         let l = mmd_loss(x.as_tensor(), &y, &cfg).expect("l");
         let grads = l.backward().expect("bw");
         let g = grads.get(x.as_tensor()).expect("grad");
-        let f = |t: &Tensor| {
-            mmd_loss(t, &y, &cfg)
-                .and_then(|l| Ok(l.to_scalar::<f64>()?))
-                .expect("f")
-        };
+        let f = |t: &Tensor| mmd_loss(t, &y, &cfg).and_then(|l| Ok(l.to_scalar::<f64>()?)).expect("f");
         grad_check(f, &x, g);
     }
 
     #[test]
     fn coincident_points_give_finite_gradients() {
         // two equal predicted points, one of them equal to a target point
-        let x = Var::from_tensor(
-            &Tensor::new(&[[[1f32, 2.0], [1.0, 2.0], [0.0, 0.0]]], &Device::Cpu).expect("x"),
-        )
-        .expect("var");
+        let x = Var::from_tensor(&Tensor::new(&[[[1f32, 2.0], [1.0, 2.0], [0.0, 0.0]]], &Device::Cpu).expect("x"))
+            .expect("var");
         let y = Tensor::new(&[[[1f32, 2.0], [3.0, 1.0]]], &Device::Cpu).expect("y");
-        for kind in [
-            LossKind::Energy,
-            LossKind::Mmd(MmdConfig::default()),
-            LossKind::Mse,
-        ] {
+        for kind in [LossKind::Energy, LossKind::Mmd(MmdConfig::default()), LossKind::Mse] {
             let y = if kind == LossKind::Mse {
                 Tensor::new(&[[[1f32, 2.0], [3.0, 1.0], [0.0, 0.0]]], &Device::Cpu).expect("y")
             } else {
@@ -340,12 +290,8 @@ mod tests {
             let l = kind.loss(x.as_tensor(), &y).expect("l");
             assert!(l.to_scalar::<f32>().expect("s").is_finite());
             let grads = l.backward().expect("bw");
-            let g: Vec<f32> = grads
-                .get(x.as_tensor())
-                .expect("grad")
-                .flatten_all()
-                .and_then(|t| t.to_vec1())
-                .expect("g");
+            let g: Vec<f32> =
+                grads.get(x.as_tensor()).expect("grad").flatten_all().and_then(|t| t.to_vec1()).expect("g");
             assert!(g.iter().all(|v| v.is_finite()), "{kind:?}: {g:?}");
             assert!(g.iter().any(|v| *v != 0.0), "{kind:?}: all-zero gradient");
         }
@@ -353,12 +299,7 @@ mod tests {
         let x = Var::from_tensor(&y).expect("var");
         let l = energy_loss(x.as_tensor(), &y).expect("l");
         let grads = l.backward().expect("bw");
-        let g: Vec<f32> = grads
-            .get(x.as_tensor())
-            .expect("grad")
-            .flatten_all()
-            .and_then(|t| t.to_vec1())
-            .expect("g");
+        let g: Vec<f32> = grads.get(x.as_tensor()).expect("grad").flatten_all().and_then(|t| t.to_vec1()).expect("g");
         assert!(g.iter().all(|v| v.is_finite()));
     }
 
@@ -368,39 +309,19 @@ mod tests {
         let x = Tensor::new(&[[[0f64]]], &Device::Cpu).expect("x");
         let y = Tensor::new(&[[[1f64]]], &Device::Cpu).expect("y");
         let cfg = MmdConfig::Fixed { sigma2: vec![1.0] };
-        let v = mmd_loss(&x, &y, &cfg)
-            .expect("m")
-            .to_scalar::<f64>()
-            .expect("s");
+        let v = mmd_loss(&x, &y, &cfg).expect("m").to_scalar::<f64>().expect("s");
         assert!((v - (2.0 - 2.0 * (-0.5f64).exp())).abs() < 1e-12, "{v}");
         // two bandwidths average their kernels: σ² = {1, 4}
-        let cfg = MmdConfig::Fixed {
-            sigma2: vec![1.0, 4.0],
-        };
-        let v = mmd_loss(&x, &y, &cfg)
-            .expect("m")
-            .to_scalar::<f64>()
-            .expect("s");
+        let cfg = MmdConfig::Fixed { sigma2: vec![1.0, 4.0] };
+        let v = mmd_loss(&x, &y, &cfg).expect("m").to_scalar::<f64>().expect("s");
         let want = 2.0 - ((-0.5f64).exp() + (-0.125f64).exp());
         assert!((v - want).abs() < 1e-12, "{v} vs {want}");
         // adaptive: h = 1, multipliers {1} ⇒ same as σ² = 1
-        let cfg = MmdConfig::Adaptive {
-            multipliers: vec![1.0],
-        };
-        let v = mmd_loss(&x, &y, &cfg)
-            .expect("m")
-            .to_scalar::<f64>()
-            .expect("s");
+        let cfg = MmdConfig::Adaptive { multipliers: vec![1.0] };
+        let v = mmd_loss(&x, &y, &cfg).expect("m").to_scalar::<f64>().expect("s");
         assert!((v - (2.0 - 2.0 * (-0.5f64).exp())).abs() < 1e-12, "{v}");
         // identical sets: zero
-        assert!(
-            mmd_loss(&x, &x, &MmdConfig::default())
-                .expect("m")
-                .to_scalar::<f64>()
-                .expect("s")
-                .abs()
-                < 1e-12
-        );
+        assert!(mmd_loss(&x, &x, &MmdConfig::default()).expect("m").to_scalar::<f64>().expect("s").abs() < 1e-12);
     }
 
     #[test]

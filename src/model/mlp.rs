@@ -39,13 +39,8 @@ impl DropoutRng {
         let n = like.elem_count();
         let keep = 1.0 / (1.0 - p);
         let v: Vec<f32> = {
-            let mut r = self
-                .0
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("dropout RNG lock poisoned".into()))?;
-            (0..n)
-                .map(|_| if r.random::<f32>() < p { 0.0 } else { keep })
-                .collect()
+            let mut r = self.0.lock().map_err(|_| candle_core::Error::Msg("dropout RNG lock poisoned".into()))?;
+            (0..n).map(|_| if r.random::<f32>() < p { 0.0 } else { keep }).collect()
         };
         Tensor::from_vec(v, like.shape(), like.device())?.to_dtype(like.dtype())
     }
@@ -60,10 +55,7 @@ pub struct SeededDropout {
 
 impl SeededDropout {
     pub fn new(p: f32, rng: &DropoutRng) -> Self {
-        Self {
-            p,
-            rng: rng.clone(),
-        }
+        Self { p, rng: rng.clone() }
     }
 }
 
@@ -102,18 +94,10 @@ impl Mlp {
         let mut linears = Vec::with_capacity(n_layers);
         for i in 0..n_layers {
             let d_in = if i == 0 { in_dim } else { hidden_dim };
-            let d_out = if i + 1 == n_layers {
-                out_dim
-            } else {
-                hidden_dim
-            };
+            let d_out = if i + 1 == n_layers { out_dim } else { hidden_dim };
             linears.push(linear(d_in, d_out, vb.pp((3 * i).to_string()))?);
         }
-        Ok(Self {
-            linears,
-            activation: Activation::Gelu,
-            dropout,
-        })
+        Ok(Self { linears, activation: Activation::Gelu, dropout })
     }
 
     /// Number of parameters of `build_mlp(in, out, hidden, n_layers)` (weights and biases), without allocating.
@@ -121,11 +105,7 @@ impl Mlp {
         (0..n_layers)
             .map(|i| {
                 let d_in = if i == 0 { in_dim } else { hidden_dim };
-                let d_out = if i + 1 == n_layers {
-                    out_dim
-                } else {
-                    hidden_dim
-                };
+                let d_out = if i + 1 == n_layers { out_dim } else { hidden_dim };
                 d_in * d_out + d_out
             })
             .sum()
@@ -191,11 +171,7 @@ impl GeneDecoderConfig {
     }
     /// Arc's `decoder_cfg` for a given gene dimension.
     pub fn arc(gene_dim: usize) -> Self {
-        Self {
-            gene_dim,
-            hidden_dims: Self::default_hidden(),
-            dropout: Self::default_dropout(),
-        }
+        Self { gene_dim, hidden_dims: Self::default_hidden(), dropout: Self::default_dropout() }
     }
     /// Parameter count for a latent input of `latent_dim`, without allocating.
     pub fn n_params(&self, latent_dim: usize) -> usize {
@@ -222,12 +198,7 @@ pub struct GeneDecoder {
 impl GeneDecoder {
     /// `vb` points at `gene_decoder` (the `decoder` Sequential is added here).
     /// `rng` is the model's shared dropout RNG; the rate comes from `cfg.dropout`.
-    pub fn load(
-        vb: VarBuilder,
-        latent_dim: usize,
-        cfg: &GeneDecoderConfig,
-        rng: &DropoutRng,
-    ) -> Result<Self> {
+    pub fn load(vb: VarBuilder, latent_dim: usize, cfg: &GeneDecoderConfig, rng: &DropoutRng) -> Result<Self> {
         let vb = vb.pp("decoder");
         let mut blocks = Vec::with_capacity(cfg.hidden_dims.len());
         let mut d_in = latent_dim;
@@ -237,17 +208,8 @@ impl GeneDecoder {
             blocks.push((lin, ln));
             d_in = h;
         }
-        let out = linear(
-            d_in,
-            cfg.gene_dim,
-            vb.pp((4 * cfg.hidden_dims.len()).to_string()),
-        )?;
-        Ok(Self {
-            blocks,
-            out,
-            dropout: SeededDropout::new(cfg.dropout, rng),
-            gene_dim: cfg.gene_dim,
-        })
+        let out = linear(d_in, cfg.gene_dim, vb.pp((4 * cfg.hidden_dims.len()).to_string()))?;
+        Ok(Self { blocks, out, dropout: SeededDropout::new(cfg.dropout, rng), gene_dim: cfg.gene_dim })
     }
 
     pub fn gene_dim(&self) -> usize {
@@ -279,20 +241,9 @@ mod tests {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let rng = DropoutRng::new(0);
-        let mlp = Mlp::load(
-            vb.pp("pert_encoder"),
-            5,
-            7,
-            6,
-            4,
-            SeededDropout::new(0.1, &rng),
-        )
-        .expect("mlp");
+        let mlp = Mlp::load(vb.pp("pert_encoder"), 5, 7, 6, 4, SeededDropout::new(0.1, &rng)).expect("mlp");
         let data = vm.data().lock().expect("lock");
-        let mut names: Vec<_> = data
-            .iter()
-            .map(|(k, v)| (k.clone(), v.dims().to_vec()))
-            .collect();
+        let mut names: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
         names.sort();
         assert_eq!(
             names,
@@ -319,23 +270,13 @@ mod tests {
     fn gene_decoder_names_mirror_arc() {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-        let cfg = GeneDecoderConfig {
-            gene_dim: 9,
-            hidden_dims: vec![8, 8, 4],
-            dropout: 0.1,
-        };
-        let dec =
-            GeneDecoder::load(vb.pp("gene_decoder"), 6, &cfg, &DropoutRng::new(0)).expect("dec");
+        let cfg = GeneDecoderConfig { gene_dim: 9, hidden_dims: vec![8, 8, 4], dropout: 0.1 };
+        let dec = GeneDecoder::load(vb.pp("gene_decoder"), 6, &cfg, &DropoutRng::new(0)).expect("dec");
         let mut names: Vec<_> = vm.data().lock().expect("lock").keys().cloned().collect();
         names.sort();
         let expected: Vec<String> = [0, 1, 4, 5, 8, 9, 12]
             .iter()
-            .flat_map(|i| {
-                [
-                    format!("gene_decoder.decoder.{i}.bias"),
-                    format!("gene_decoder.decoder.{i}.weight"),
-                ]
-            })
+            .flat_map(|i| [format!("gene_decoder.decoder.{i}.bias"), format!("gene_decoder.decoder.{i}.weight")])
             .collect();
         let mut expected = expected;
         expected.sort();
@@ -355,30 +296,18 @@ mod tests {
         let d = SeededDropout::new(0.25, &rng);
         let x = Tensor::ones((64, 64), candle_core::DType::F32, &Device::Cpu).expect("x");
         rng.reseed(7);
-        let a: Vec<f32> = d
-            .forward_t(&x, true)
-            .and_then(|t| t.flatten_all()?.to_vec1())
-            .expect("a");
+        let a: Vec<f32> = d.forward_t(&x, true).and_then(|t| t.flatten_all()?.to_vec1()).expect("a");
         rng.reseed(7);
-        let b: Vec<f32> = d
-            .forward_t(&x, true)
-            .and_then(|t| t.flatten_all()?.to_vec1())
-            .expect("b");
+        let b: Vec<f32> = d.forward_t(&x, true).and_then(|t| t.flatten_all()?.to_vec1()).expect("b");
         assert_eq!(a, b);
         let zeros = a.iter().filter(|v| **v == 0.0).count() as f64 / a.len() as f64;
         assert!((zeros - 0.25).abs() < 0.03, "{zeros}");
         let mean = a.iter().map(|v| f64::from(*v)).sum::<f64>() / a.len() as f64;
         assert!((mean - 1.0).abs() < 0.05, "{mean}");
         assert!(a.iter().all(|v| *v == 0.0 || (*v - 4.0 / 3.0).abs() < 1e-6));
-        let c: Vec<f32> = d
-            .forward_t(&x, true)
-            .and_then(|t| t.flatten_all()?.to_vec1())
-            .expect("c");
+        let c: Vec<f32> = d.forward_t(&x, true).and_then(|t| t.flatten_all()?.to_vec1()).expect("c");
         assert_ne!(a, c);
-        let e: Vec<f32> = d
-            .forward_t(&x, false)
-            .and_then(|t| t.flatten_all()?.to_vec1())
-            .expect("e");
+        let e: Vec<f32> = d.forward_t(&x, false).and_then(|t| t.flatten_all()?.to_vec1()).expect("e");
         assert!(e.iter().all(|v| *v == 1.0));
     }
 }

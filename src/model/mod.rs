@@ -6,6 +6,7 @@ pub mod llama;
 pub mod loss;
 pub mod mlp;
 pub mod optim;
+pub mod predict;
 pub mod st;
 pub mod train;
 

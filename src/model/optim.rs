@@ -41,27 +41,19 @@ impl LrSchedule {
     pub fn factor(&self, t: u64) -> f64 {
         let (warmup, total, floor, cosine) = match *self {
             LrSchedule::Constant => return 1.0,
-            LrSchedule::WarmupCosine {
-                warmup_steps,
-                total_steps,
-                min_lr_ratio,
-            } => (warmup_steps, total_steps, min_lr_ratio, true),
-            LrSchedule::WarmupLinear {
-                warmup_steps,
-                total_steps,
-                min_lr_ratio,
-            } => (warmup_steps, total_steps, min_lr_ratio, false),
+            LrSchedule::WarmupCosine { warmup_steps, total_steps, min_lr_ratio } => {
+                (warmup_steps, total_steps, min_lr_ratio, true)
+            }
+            LrSchedule::WarmupLinear { warmup_steps, total_steps, min_lr_ratio } => {
+                (warmup_steps, total_steps, min_lr_ratio, false)
+            }
         };
         if t < warmup {
             return (t + 1) as f64 / warmup as f64;
         }
         let span = total.saturating_sub(warmup).max(1);
         let p = ((t - warmup) as f64 / span as f64).min(1.0);
-        let shape = if cosine {
-            0.5 * (1.0 + (std::f64::consts::PI * p).cos())
-        } else {
-            1.0 - p
-        };
+        let shape = if cosine { 0.5 * (1.0 + (std::f64::consts::PI * p).cos()) } else { 1.0 - p };
         floor + (1.0 - floor) * shape
     }
 }
@@ -122,15 +114,9 @@ const STEP_KEY: &str = "__step";
 impl AdamW {
     /// Optimises every float variable of `varmap`, in name order (so sums and files are deterministic).
     pub fn new(varmap: &VarMap, cfg: OptimConfig) -> Result<Self> {
-        let data = varmap
-            .data()
-            .lock()
-            .map_err(|_| ModelError::Input("VarMap lock poisoned".into()))?;
-        let mut named: Vec<(String, Var)> = data
-            .iter()
-            .filter(|(_, v)| v.dtype().is_float())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let data = varmap.data().lock().map_err(|_| ModelError::Input("VarMap lock poisoned".into()))?;
+        let mut named: Vec<(String, Var)> =
+            data.iter().filter(|(_, v)| v.dtype().is_float()).map(|(k, v)| (k.clone(), v.clone())).collect();
         drop(data);
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let mut names = Vec::with_capacity(named.len());
@@ -143,14 +129,7 @@ impl AdamW {
             names.push(n);
             vars.push(var);
         }
-        Ok(Self {
-            names,
-            vars,
-            m,
-            v,
-            step: 0,
-            cfg,
-        })
+        Ok(Self { names, vars, m, v, step: 0, cfg })
     }
 
     pub fn config(&self) -> &OptimConfig {
@@ -173,11 +152,7 @@ impl AdamW {
         for var in &self.vars {
             if let Some(g) = grads.get(var.as_tensor()) {
                 // per-tensor sum in the gradient's dtype (no f64 copy of every gradient), f64 across tensors
-                sq += g
-                    .sqr()?
-                    .sum_all()?
-                    .to_dtype(DType::F64)?
-                    .to_scalar::<f64>()?;
+                sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             }
         }
         Ok(sq.sqrt())
@@ -194,10 +169,7 @@ impl AdamW {
     pub fn step(&mut self, grads: &GradStore) -> Result<StepStats> {
         let grad_norm = self.grad_norm(grads)?;
         if !grad_norm.is_finite() {
-            return Err(ModelError::Input(format!(
-                "non-finite gradient norm ({grad_norm}) at step {}",
-                self.step + 1
-            )));
+            return Err(ModelError::Input(format!("non-finite gradient norm ({grad_norm}) at step {}", self.step + 1)));
         }
         let clip_scale = match self.cfg.max_grad_norm {
             Some(max) => (max / (grad_norm + 1e-6)).min(1.0),
@@ -216,30 +188,17 @@ impl AdamW {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let g = if clip_scale < 1.0 {
-                (g * clip_scale)?
-            } else {
-                g.clone()
-            };
+            let g = if clip_scale < 1.0 { (g * clip_scale)? } else { g.clone() };
             let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
             let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let denom = ((v.sqrt()? / bc2_sqrt)? + self.cfg.eps)?;
-            let theta = if self.cfg.weight_decay != 0.0 {
-                (var.as_tensor() * decay)?
-            } else {
-                var.as_tensor().clone()
-            };
+            let theta = if self.cfg.weight_decay != 0.0 { (var.as_tensor() * decay)? } else { var.as_tensor().clone() };
             let theta = (theta - ((&m / &denom)? * step_size)?)?;
             var.set(&theta.detach())?;
             self.m[i] = m.detach();
             self.v[i] = v.detach();
         }
-        Ok(StepStats {
-            step: self.step,
-            lr,
-            grad_norm,
-            clip_scale,
-        })
+        Ok(StepStats { step: self.step, lr, grad_norm, clip_scale })
     }
 
     /// Writes `m.<var>`, `v.<var>` and the step count to a safetensors file.
@@ -249,10 +208,7 @@ impl AdamW {
             map.insert(format!("m.{n}"), self.m[i].clone());
             map.insert(format!("v.{n}"), self.v[i].clone());
         }
-        map.insert(
-            STEP_KEY.into(),
-            Tensor::new(&[self.step as i64], &Device::Cpu)?,
-        );
+        map.insert(STEP_KEY.into(), Tensor::new(&[self.step as i64], &Device::Cpu)?);
         candle_core::safetensors::save(&map, path)?;
         Ok(())
     }
@@ -260,11 +216,7 @@ impl AdamW {
     /// Restores moments and step count written by [`AdamW::save`]; every variable must be present with the
     /// same shape.
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        let device = self
-            .vars
-            .first()
-            .map(|v| v.device().clone())
-            .unwrap_or(Device::Cpu);
+        let device = self.vars.first().map(|v| v.device().clone()).unwrap_or(Device::Cpu);
         let map = candle_core::safetensors::load(path, &device)?;
         let step = map
             .get(STEP_KEY)
@@ -279,9 +231,9 @@ impl AdamW {
         let mut v = Vec::with_capacity(self.vars.len());
         for (i, n) in self.names.iter().enumerate() {
             for (key, out) in [(format!("m.{n}"), &mut m), (format!("v.{n}"), &mut v)] {
-                let t = map.get(&key).ok_or_else(|| {
-                    ModelError::Checkpoint(format!("{}: missing {key}", path.display()))
-                })?;
+                let t = map
+                    .get(&key)
+                    .ok_or_else(|| ModelError::Checkpoint(format!("{}: missing {key}", path.display())))?;
                 if t.dims() != self.vars[i].dims() {
                     return Err(ModelError::Checkpoint(format!(
                         "{key}: shape {:?} != variable {:?}",
@@ -308,22 +260,14 @@ mod tests {
 
     #[test]
     fn schedules() {
-        let c = LrSchedule::WarmupCosine {
-            warmup_steps: 10,
-            total_steps: 110,
-            min_lr_ratio: 0.1,
-        };
+        let c = LrSchedule::WarmupCosine { warmup_steps: 10, total_steps: 110, min_lr_ratio: 0.1 };
         assert!((c.factor(0) - 0.1).abs() < 1e-12);
         assert!((c.factor(9) - 1.0).abs() < 1e-12);
         assert!((c.factor(10) - 1.0).abs() < 1e-12);
         assert!((c.factor(60) - 0.55).abs() < 1e-12);
         assert!((c.factor(110) - 0.1).abs() < 1e-12);
         assert!((c.factor(1000) - 0.1).abs() < 1e-12);
-        let l = LrSchedule::WarmupLinear {
-            warmup_steps: 0,
-            total_steps: 100,
-            min_lr_ratio: 0.0,
-        };
+        let l = LrSchedule::WarmupLinear { warmup_steps: 0, total_steps: 100, min_lr_ratio: 0.0 };
         assert!((l.factor(0) - 1.0).abs() < 1e-12);
         assert!((l.factor(50) - 0.5).abs() < 1e-12);
         assert_eq!(LrSchedule::Constant.factor(123), 1.0);
@@ -334,20 +278,10 @@ mod tests {
     fn single_step_by_hand_and_clipping() {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
-        let w = vb
-            .get_with_hints(1, "w", candle_nn::Init::Const(3.0))
-            .expect("w");
-        let cfg = OptimConfig {
-            lr: 0.1,
-            weight_decay: 0.5,
-            max_grad_norm: Some(1.5),
-            ..OptimConfig::default()
-        };
+        let w = vb.get_with_hints(1, "w", candle_nn::Init::Const(3.0)).expect("w");
+        let cfg = OptimConfig { lr: 0.1, weight_decay: 0.5, max_grad_norm: Some(1.5), ..OptimConfig::default() };
         let mut opt = AdamW::new(&vm, cfg).expect("opt");
-        let loss = (w.sqr().expect("sq") * 0.5)
-            .expect("l")
-            .sum_all()
-            .expect("s");
+        let loss = (w.sqr().expect("sq") * 0.5).expect("l").sum_all().expect("s");
         let st = opt.backward_step(&loss).expect("step");
         assert!((st.grad_norm - 3.0).abs() < 1e-12);
         assert!((st.clip_scale - 1.5 / (3.0 + 1e-6)).abs() < 1e-12);
@@ -369,9 +303,7 @@ mod tests {
 
     fn batch() -> (Tensor, Tensor, Tensor) {
         let dev = Device::Cpu;
-        let ctrl = Tensor::arange(0f32, 48.0, &dev)
-            .and_then(|t| (t / 48.0)?.reshape((2, 3, 8)))
-            .expect("ctrl");
+        let ctrl = Tensor::arange(0f32, 48.0, &dev).and_then(|t| (t / 48.0)?.reshape((2, 3, 8))).expect("ctrl");
         let pert = Tensor::new(
             &[
                 [[1f32, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]],
@@ -389,9 +321,7 @@ mod tests {
         for _ in 0..n {
             // masks depend only on (seed, step): the resumed run draws the same ones
             m.reseed_dropout(1000 + opt.steps_done());
-            let l = m
-                .loss(&ctrl, &pert, None, &tgt, None, &LossKind::Energy, 1.0, true)
-                .expect("loss");
+            let l = m.loss(&ctrl, &pert, None, &tgt, None, &LossKind::Energy, 1.0, true).expect("loss");
             opt.backward_step(&l.total).expect("step");
         }
         let _ = vm;
@@ -399,15 +329,8 @@ mod tests {
 
     fn snapshot(vm: &VarMap) -> Vec<(String, Vec<f32>)> {
         let data = vm.data().lock().expect("lock");
-        let mut v: Vec<_> = data
-            .iter()
-            .map(|(k, t)| {
-                (
-                    k.clone(),
-                    t.flatten_all().and_then(|t| t.to_vec1()).expect("v"),
-                )
-            })
-            .collect();
+        let mut v: Vec<_> =
+            data.iter().map(|(k, t)| (k.clone(), t.flatten_all().and_then(|t| t.to_vec1()).expect("v"))).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -421,11 +344,7 @@ mod tests {
             lr: 1e-2,
             weight_decay: 0.01,
             max_grad_norm: Some(0.5),
-            schedule: LrSchedule::WarmupCosine {
-                warmup_steps: 2,
-                total_steps: 6,
-                min_lr_ratio: 0.1,
-            },
+            schedule: LrSchedule::WarmupCosine { warmup_steps: 2, total_steps: 6, min_lr_ratio: 0.1 },
             ..OptimConfig::default()
         };
         let build = || {
@@ -449,19 +368,14 @@ mod tests {
         let (mut vm_c, m_c) = build();
         vm_c.load(dir.path().join("w.safetensors")).expect("load w");
         let mut opt_c = AdamW::new(&vm_c, ocfg).expect("opt");
-        opt_c
-            .load(&dir.path().join("o.safetensors"))
-            .expect("load o");
+        opt_c.load(&dir.path().join("o.safetensors")).expect("load o");
         assert_eq!(opt_c.steps_done(), 3);
         run(&vm_c, &m_c, &mut opt_c, 3);
         let c = snapshot(&vm_c);
         assert_eq!(a.len(), c.len());
         for ((na, va), (nc, vc)) in a.iter().zip(&c) {
             assert_eq!(na, nc);
-            assert!(
-                va.iter().zip(vc).all(|(x, y)| x.to_bits() == y.to_bits()),
-                "{na} differs after resume"
-            );
+            assert!(va.iter().zip(vc).all(|(x, y)| x.to_bits() == y.to_bits()), "{na} differs after resume");
         }
         // and the run actually moved the weights
         let i = snapshot(&{

@@ -170,14 +170,11 @@ impl StConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.input_dim == 0 || self.output_dim == 0 || self.pert_dim == 0 || self.hidden_dim == 0
-        {
+        if self.input_dim == 0 || self.output_dim == 0 || self.pert_dim == 0 || self.hidden_dim == 0 {
             return Err(ModelError::Config("ST dims must be > 0".into()));
         }
         if self.n_encoder_layers == 0 || self.n_decoder_layers == 0 {
-            return Err(ModelError::Config(
-                "ST encoder/decoder MLPs need >= 1 layer".into(),
-            ));
+            return Err(ModelError::Config("ST encoder/decoder MLPs need >= 1 layer".into()));
         }
         if self.output_space == OutputSpace::All {
             if self.output_dim != self.input_dim {
@@ -193,10 +190,7 @@ impl StConfig {
             }
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(ModelError::Config(format!(
-                "dropout {} not in [0, 1)",
-                self.dropout
-            )));
+            return Err(ModelError::Config(format!("dropout {} not in [0, 1)", self.dropout)));
         }
         self.llama_config().validate()
     }
@@ -212,30 +206,15 @@ impl StConfig {
             self.input_dim * h + h
         };
         let d = self.output_dim;
-        let fdu = if self.output_space == OutputSpace::All {
-            d * (d / 8) + d / 8 + (d / 8) * d + d
-        } else {
-            0
-        };
+        let fdu = if self.output_space == OutputSpace::All { d * (d / 8) + d / 8 + (d / 8) * d + d } else { 0 };
         vec![
-            (
-                "pert_encoder",
-                Mlp::n_params(self.pert_dim, h, h, self.n_encoder_layers),
-            ),
+            ("pert_encoder", Mlp::n_params(self.pert_dim, h, h, self.n_encoder_layers)),
             ("basal_encoder", basal),
             ("batch_encoder", self.n_batches.map_or(0, |n| n * h)),
             ("transformer_backbone", self.llama_config().n_params()),
-            (
-                "project_out",
-                Mlp::n_params(h, self.output_dim, h, self.n_decoder_layers),
-            ),
+            ("project_out", Mlp::n_params(h, self.output_dim, h, self.n_decoder_layers)),
             ("final_down_then_up", fdu),
-            (
-                "gene_decoder",
-                self.gene_decoder
-                    .as_ref()
-                    .map_or(0, |g| g.n_params(self.output_dim)),
-            ),
+            ("gene_decoder", self.gene_decoder.as_ref().map_or(0, |g| g.n_params(self.output_dim))),
         ]
     }
 
@@ -269,10 +248,7 @@ struct DownThenUp {
 
 impl DownThenUp {
     fn load(vb: VarBuilder, d: usize) -> Result<Self> {
-        Ok(Self {
-            down: linear(d, d / 8, vb.pp("0"))?,
-            up: linear(d / 8, d, vb.pp("2"))?,
-        })
+        Ok(Self { down: linear(d, d / 8, vb.pp("0"))?, up: linear(d / 8, d, vb.pp("2"))? })
     }
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         self.up.forward(&self.down.forward(xs)?.gelu_erf()?)
@@ -308,14 +284,7 @@ impl StModel {
         let h = cfg.hidden_dim;
         let dropout_rng = DropoutRng::new(0);
         let drop = SeededDropout::new(cfg.dropout, &dropout_rng);
-        let pert_encoder = Mlp::load(
-            vb.pp("pert_encoder"),
-            cfg.pert_dim,
-            h,
-            h,
-            cfg.n_encoder_layers,
-            drop.clone(),
-        )?;
+        let pert_encoder = Mlp::load(vb.pp("pert_encoder"), cfg.pert_dim, h, h, cfg.n_encoder_layers, drop.clone())?;
         let basal_encoder = if cfg.use_basal_projection {
             BasalEncoder::Mlp(Mlp::load(
                 vb.pp("basal_encoder"),
@@ -333,31 +302,15 @@ impl StModel {
             Some(_) => return Err(ModelError::Config("n_batches must be > 0".into())),
             None => None,
         };
-        let transformer_backbone =
-            LlamaEncoder::load(vb.pp("transformer_backbone"), &cfg.llama_config())?;
-        let project_out = Mlp::load(
-            vb.pp("project_out"),
-            h,
-            cfg.output_dim,
-            h,
-            cfg.n_decoder_layers,
-            drop,
-        )?;
+        let transformer_backbone = LlamaEncoder::load(vb.pp("transformer_backbone"), &cfg.llama_config())?;
+        let project_out = Mlp::load(vb.pp("project_out"), h, cfg.output_dim, h, cfg.n_decoder_layers, drop)?;
         let final_down_then_up = if cfg.output_space == OutputSpace::All {
-            Some(DownThenUp::load(
-                vb.pp("final_down_then_up"),
-                cfg.output_dim,
-            )?)
+            Some(DownThenUp::load(vb.pp("final_down_then_up"), cfg.output_dim)?)
         } else {
             None
         };
         let gene_decoder = match &cfg.gene_decoder {
-            Some(g) => Some(GeneDecoder::load(
-                vb.pp("gene_decoder"),
-                cfg.output_dim,
-                g,
-                &dropout_rng,
-            )?),
+            Some(g) => Some(GeneDecoder::load(vb.pp("gene_decoder"), cfg.output_dim, g, &dropout_rng)?),
             None => None,
         };
         Ok(Self {
@@ -389,23 +342,14 @@ impl StModel {
 
     fn check_input(&self, name: &str, t: &Tensor, b: usize, s: usize, d: usize) -> Result<()> {
         if t.dims() != [b, s, d] {
-            return Err(ModelError::Input(format!(
-                "{name}: expected shape [{b}, {s}, {d}], got {:?}",
-                t.dims()
-            )));
+            return Err(ModelError::Input(format!("{name}: expected shape [{b}, {s}, {d}], got {:?}", t.dims())));
         }
         Ok(())
     }
 
     /// `ctrl`: [B, S, input_dim] basal cells, `pert`: [B, S, pert_dim] (one-hot or features),
     /// `batch`: [B, S] u32 batch indices (required iff `n_batches` is set). Returns [B, S, output_dim].
-    pub fn forward(
-        &self,
-        ctrl: &Tensor,
-        pert: &Tensor,
-        batch: Option<&Tensor>,
-        train: bool,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, ctrl: &Tensor, pert: &Tensor, batch: Option<&Tensor>, train: bool) -> Result<Tensor> {
         let (b, s, _) = ctrl.dims3()?;
         self.check_input("ctrl", ctrl, b, s, self.cfg.input_dim)?;
         self.check_input("pert", pert, b, s, self.cfg.pert_dim)?;
@@ -415,22 +359,16 @@ impl StModel {
         match (&self.batch_encoder, batch) {
             (Some(emb), Some(idx)) => {
                 if idx.dims() != [b, s] {
-                    return Err(ModelError::Input(format!(
-                        "batch: expected shape [{b}, {s}], got {:?}",
-                        idx.dims()
-                    )));
+                    return Err(ModelError::Input(format!("batch: expected shape [{b}, {s}], got {:?}", idx.dims())));
                 }
                 x = (x + emb.forward(&idx.to_dtype(DType::U32)?)?)?;
             }
             (Some(_), None) => {
-                return Err(ModelError::Input(
-                    "model has a batch encoder: batch indices are required".into(),
-                ))
+                return Err(ModelError::Input("model has a batch encoder: batch indices are required".into()))
             }
             (None, Some(_)) => {
                 return Err(ModelError::Input(
-                    "batch indices given but the model has no batch encoder (n_batches unset)"
-                        .into(),
+                    "batch indices given but the model has no batch encoder (n_batches unset)".into(),
                 ))
             }
             (None, None) => {}
@@ -443,11 +381,7 @@ impl StModel {
             (None, true) => self.project_out.forward_t(&(h + basal)?, train)?,
             (_, false) => self.project_out.forward_t(&h, train)?,
         };
-        Ok(if self.cfg.relu_output {
-            out.relu()?
-        } else {
-            out
-        })
+        Ok(if self.cfg.relu_output { out.relu()? } else { out })
     }
 
     /// Gene decoder on latent predictions [B, S, output_dim] → [B, S, gene_dim].
@@ -485,11 +419,7 @@ impl StModel {
             Some(d) => (&main + (d * decoder_weight)?)?,
             None => main.clone(),
         };
-        Ok(StLoss {
-            total,
-            main,
-            decoder,
-        })
+        Ok(StLoss { total, main, decoder })
     }
 }
 
@@ -504,10 +434,7 @@ impl StModel {
 pub fn init_seeded(varmap: &candle_nn::VarMap, seed: u64) -> Result<()> {
     use rand::{Rng, SeedableRng};
     use rand_distr::{Distribution, Normal};
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| ModelError::Input("VarMap lock poisoned".into()))?;
+    let data = varmap.data().lock().map_err(|_| ModelError::Input("VarMap lock poisoned".into()))?;
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -515,10 +442,8 @@ pub fn init_seeded(varmap: &candle_nn::VarMap, seed: u64) -> Result<()> {
         let Some(var) = data.get(name) else { continue };
         let dims = var.dims().to_vec();
         let n: usize = dims.iter().product();
-        let sibling_weight = name
-            .strip_suffix(".bias")
-            .and_then(|p| data.get(&format!("{p}.weight")))
-            .map(|w| w.dims().to_vec());
+        let sibling_weight =
+            name.strip_suffix(".bias").and_then(|p| data.get(&format!("{p}.weight"))).map(|w| w.dims().to_vec());
         let normal = |std: f64, rng: &mut rand_chacha::ChaCha8Rng| -> Result<Vec<f32>> {
             let d = Normal::new(0.0, std).map_err(|e| ModelError::Config(e.to_string()))?;
             Ok((0..n).map(|_| d.sample(rng) as f32).collect())
@@ -598,11 +523,7 @@ mod tests {
         let mut missing = Vec::new();
         for (name, var) in data.iter() {
             let ok = grads.get(var.as_tensor()).is_some_and(|g| {
-                let a = g
-                    .abs()
-                    .and_then(|a| a.sum_all())
-                    .and_then(|s| s.to_scalar::<f32>())
-                    .expect("grad sum");
+                let a = g.abs().and_then(|a| a.sum_all()).and_then(|s| s.to_scalar::<f32>()).expect("grad sum");
                 a.is_finite() && a > 0.0
             });
             if !ok {
@@ -617,14 +538,7 @@ mod tests {
     fn output_shapes_all_spaces() {
         for os in [OutputSpace::Gene, OutputSpace::All, OutputSpace::Embedding] {
             let (_vm, m) = build(&small(os));
-            let y = m
-                .forward(
-                    &randn(&[2, 3, 16], 1),
-                    &onehot(2, 3, 5, &[0, 1]),
-                    None,
-                    false,
-                )
-                .expect("fwd");
+            let y = m.forward(&randn(&[2, 3, 16], 1), &onehot(2, 3, 5, &[0, 1]), None, false).expect("fwd");
             assert_eq!(y.dims(), &[2, 3, 16]);
         }
     }
@@ -633,11 +547,7 @@ mod tests {
     fn param_count_matches_varmap() {
         let mut c = small(OutputSpace::All);
         c.n_batches = Some(3);
-        c.gene_decoder = Some(GeneDecoderConfig {
-            gene_dim: 10,
-            hidden_dims: vec![12, 8],
-            dropout: 0.1,
-        });
+        c.gene_decoder = Some(GeneDecoderConfig { gene_dim: 10, hidden_dims: vec![12, 8], dropout: 0.1 });
         let (vm, _m) = build(&c);
         let n: usize = vm.all_vars().iter().map(|v| v.elem_count()).sum();
         assert_eq!(n, c.n_params());
@@ -674,40 +584,21 @@ mod tests {
             onehot(2, 4, 5, &[1, 3]),
             randn(&[2, 4, 16], 3).abs().expect("a"),
         );
-        let l = m
-            .loss(&ctrl, &pert, None, &tgt, None, &LossKind::Energy, 1.0, true)
-            .expect("loss");
+        let l = m.loss(&ctrl, &pert, None, &tgt, None, &LossKind::Energy, 1.0, true).expect("loss");
         let n1 = assert_full_grad(&vm, &l.total);
         eprintln!("gradient coverage, gene space: {n1}/{n1} variables");
 
         // all space, gene decoder, batch embedding
         let mut c = small(OutputSpace::All);
         c.n_batches = Some(3);
-        c.gene_decoder = Some(GeneDecoderConfig {
-            gene_dim: 12,
-            hidden_dims: vec![16, 16, 8],
-            dropout: 0.1,
-        });
+        c.gene_decoder = Some(GeneDecoderConfig { gene_dim: 12, hidden_dims: vec![16, 16, 8], dropout: 0.1 });
         let (vm, m) = build(&c);
         let batch = Tensor::new(&[[0u32, 1, 2, 0], [2, 2, 1, 0]], &Device::Cpu).expect("b");
         let gt = randn(&[2, 4, 12], 4).abs().expect("a");
-        let l = m
-            .loss(
-                &ctrl,
-                &pert,
-                Some(&batch),
-                &tgt,
-                Some(&gt),
-                &LossKind::Energy,
-                1.0,
-                true,
-            )
-            .expect("loss");
+        let l = m.loss(&ctrl, &pert, Some(&batch), &tgt, Some(&gt), &LossKind::Energy, 1.0, true).expect("loss");
         assert!(l.decoder.is_some());
         let n2 = assert_full_grad(&vm, &l.total);
-        eprintln!(
-            "gradient coverage, all space + gene decoder + batch embedding: {n2}/{n2} variables"
-        );
+        eprintln!("gradient coverage, all space + gene decoder + batch embedding: {n2}/{n2} variables");
         assert!(n2 > n1, "{n2} vars with decoder/batch vs {n1}");
     }
 
@@ -736,20 +627,10 @@ mod tests {
             c.relu_output = false;
             let (_vm, m) = build(&c);
             let y = m.forward(&ctrl, &pert, None, false).expect("y");
-            let y_perm = m
-                .forward(
-                    &permute_rows(&ctrl, &perm),
-                    &permute_rows(&pert, &perm),
-                    None,
-                    false,
-                )
-                .expect("yp");
+            let y_perm = m.forward(&permute_rows(&ctrl, &perm), &permute_rows(&pert, &perm), None, false).expect("yp");
             let d = max_abs_diff(&permute_rows(&y, &perm), &y_perm);
             if causal {
-                assert!(
-                    d > 1e-3,
-                    "causal model should not be equivariant (diff {d})"
-                );
+                assert!(d > 1e-3, "causal model should not be equivariant (diff {d})");
             } else {
                 assert!(d < 1e-5, "bidirectional model not equivariant (diff {d})");
             }
@@ -759,20 +640,10 @@ mod tests {
     #[test]
     fn bad_inputs_are_errors() {
         let (_vm, m) = build(&small(OutputSpace::Gene));
-        let r = m.forward(
-            &randn(&[2, 3, 15], 1),
-            &onehot(2, 3, 5, &[0, 1]),
-            None,
-            false,
-        );
+        let r = m.forward(&randn(&[2, 3, 15], 1), &onehot(2, 3, 5, &[0, 1]), None, false);
         assert!(matches!(r, Err(ModelError::Input(_))));
         let b = Tensor::new(&[[0u32, 1, 2]], &Device::Cpu).expect("b");
-        let r = m.forward(
-            &randn(&[1, 3, 16], 1),
-            &onehot(1, 3, 5, &[0]),
-            Some(&b),
-            false,
-        );
+        let r = m.forward(&randn(&[1, 3, 16], 1), &onehot(1, 3, 5, &[0]), Some(&b), false);
         assert!(matches!(r, Err(ModelError::Input(_))));
         let mut c = small(OutputSpace::All);
         c.output_dim = 12;
@@ -798,9 +669,7 @@ mod tests {
         c.n_decoder_layers = 1;
         let (vm, m) = build(&c);
         init_seeded(&vm, 42).expect("init");
-        let ctrl = (randn(&[b, s, g], 11) * 0.3)
-            .and_then(|t| t + 1.0)
-            .expect("ctrl");
+        let ctrl = (randn(&[b, s, g], 11) * 0.3).and_then(|t| t + 1.0).expect("ctrl");
         let which = [0usize, 1, 2, 3];
         let pert = onehot(b, s, p, &which);
         // target = control + 2 on genes [4k, 4k+4) of perturbation k
@@ -812,8 +681,7 @@ mod tests {
                 }
             }
         }
-        let tgt =
-            (&ctrl + Tensor::from_vec(shift, (b, s, g), &Device::Cpu).expect("s")).expect("tgt");
+        let tgt = (&ctrl + Tensor::from_vec(shift, (b, s, g), &Device::Cpu).expect("s")).expect("tgt");
         let mut opt = AdamW::new(
             &vm,
             OptimConfig {
@@ -830,9 +698,7 @@ mod tests {
         let mut first = None;
         let mut last = 0f32;
         for _ in 0..100 {
-            let l = m
-                .loss(&ctrl, &pert, None, &tgt, None, &LossKind::Energy, 1.0, true)
-                .expect("loss");
+            let l = m.loss(&ctrl, &pert, None, &tgt, None, &LossKind::Energy, 1.0, true).expect("loss");
             let v = l.total.to_scalar::<f32>().expect("v");
             first.get_or_insert(v);
             last = v;
@@ -840,10 +706,7 @@ mod tests {
         }
         let first = first.expect("first");
         eprintln!("tiny overfit: energy loss {first:.4} -> {last:.4}");
-        assert!(
-            last * 5.0 < first,
-            "loss did not drop 5x: {first} -> {last}"
-        );
+        assert!(last * 5.0 < first, "loss did not drop 5x: {first} -> {last}");
     }
 
     /// Autograd through the whole model (f64) agrees with central finite differences on sampled weights.
@@ -852,11 +715,7 @@ mod tests {
         let mut c = small(OutputSpace::All);
         c.dropout = 0.0;
         c.n_batches = Some(2);
-        c.gene_decoder = Some(GeneDecoderConfig {
-            gene_dim: 6,
-            hidden_dims: vec![8],
-            dropout: 0.0,
-        });
+        c.gene_decoder = Some(GeneDecoderConfig { gene_dim: 6, hidden_dims: vec![8], dropout: 0.0 });
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
         let m = StModel::load(vb, &c).expect("load");
@@ -869,31 +728,11 @@ mod tests {
         let batch = Tensor::new(&[[0u32, 1, 1], [1, 0, 0]], &Device::Cpu).expect("b");
         for kind in [LossKind::Energy, LossKind::Mse] {
             let eval = || -> f64 {
-                m.loss(
-                    &ctrl,
-                    &pert,
-                    Some(&batch),
-                    &tgt,
-                    Some(&gt),
-                    &kind,
-                    1.0,
-                    false,
-                )
-                .and_then(|l| Ok(l.total.to_scalar::<f64>()?))
-                .expect("loss")
+                m.loss(&ctrl, &pert, Some(&batch), &tgt, Some(&gt), &kind, 1.0, false)
+                    .and_then(|l| Ok(l.total.to_scalar::<f64>()?))
+                    .expect("loss")
             };
-            let l = m
-                .loss(
-                    &ctrl,
-                    &pert,
-                    Some(&batch),
-                    &tgt,
-                    Some(&gt),
-                    &kind,
-                    1.0,
-                    false,
-                )
-                .expect("loss");
+            let l = m.loss(&ctrl, &pert, Some(&batch), &tgt, Some(&gt), &kind, 1.0, false).expect("loss");
             let grads = l.total.backward().expect("bw");
             let data = vm.data().lock().expect("lock");
             let mut names: Vec<_> = data.keys().cloned().collect();
@@ -901,26 +740,19 @@ mod tests {
             let mut checked = 0;
             for name in names {
                 let var = &data[&name];
-                let g: Vec<f64> = grads
-                    .get(var.as_tensor())
-                    .expect("grad")
-                    .flatten_all()
-                    .and_then(|t| t.to_vec1())
-                    .expect("g");
+                let g: Vec<f64> =
+                    grads.get(var.as_tensor()).expect("grad").flatten_all().and_then(|t| t.to_vec1()).expect("g");
                 let base: Vec<f64> = var.flatten_all().and_then(|t| t.to_vec1()).expect("w");
                 for &i in &[0usize, base.len() / 2, base.len() - 1] {
                     let h = 1e-5;
                     let mut w = base.clone();
                     w[i] += h;
-                    var.set(&Tensor::from_vec(w.clone(), var.shape(), &Device::Cpu).expect("t"))
-                        .expect("set");
+                    var.set(&Tensor::from_vec(w.clone(), var.shape(), &Device::Cpu).expect("t")).expect("set");
                     let lp = eval();
                     w[i] -= 2.0 * h;
-                    var.set(&Tensor::from_vec(w, var.shape(), &Device::Cpu).expect("t"))
-                        .expect("set");
+                    var.set(&Tensor::from_vec(w, var.shape(), &Device::Cpu).expect("t")).expect("set");
                     let lm = eval();
-                    var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).expect("t"))
-                        .expect("set");
+                    var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).expect("t")).expect("set");
                     let fd = (lp - lm) / (2.0 * h);
                     assert!(
                         (fd - g[i]).abs() < 1e-6 + 1e-4 * fd.abs().max(g[i].abs()),
@@ -949,9 +781,7 @@ mod tests {
         let mut opt = AdamW::new(&vm, OptimConfig::default()).expect("opt");
         for i in 0..3 {
             let t0 = std::time::Instant::now();
-            let l = m
-                .loss(&ctrl, &pert, None, &tgt, None, &LossKind::Energy, 1.0, true)
-                .expect("loss");
+            let l = m.loss(&ctrl, &pert, None, &tgt, None, &LossKind::Energy, 1.0, true).expect("loss");
             let t1 = t0.elapsed();
             let grads = l.total.backward().expect("bw");
             let t2 = t0.elapsed();
