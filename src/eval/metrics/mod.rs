@@ -230,20 +230,20 @@ struct AnndataContext<'a> {
     pred_deltas: Vec<Vec<f32>>,
 }
 
+/// (perturbations, real rows, pred rows, real deltas, pred deltas).
+type BulkParts<'a> = (
+    Vec<String>,
+    Vec<&'a [f32]>,
+    Vec<&'a [f32]>,
+    Vec<Vec<f32>>,
+    Vec<Vec<f32>>,
+);
+
 fn bulk_deltas<'a>(
     real: &'a Pseudobulk,
     pred: &'a Pseudobulk,
     control: &str,
-) -> Result<
-    (
-        Vec<String>,
-        Vec<&'a [f32]>,
-        Vec<&'a [f32]>,
-        Vec<Vec<f32>>,
-        Vec<Vec<f32>>,
-    ),
-    MetricError,
-> {
+) -> Result<BulkParts<'a>, MetricError> {
     if real.labels != pred.labels {
         return Err(MetricError::PerturbationMismatch {
             real: real.labels.clone(),
