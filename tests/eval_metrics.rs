@@ -301,3 +301,63 @@ fn anndata_metrics_match_fixtures() {
         eprintln!("{case}: {report:?}");
     }
 }
+
+struct PairCells(Cells, Cells);
+
+impl vcell::eval::metrics::CellSource for PairCells {
+    fn cells(
+        &self,
+        side: vcell::eval::metrics::Side,
+        label: &str,
+    ) -> Result<vcell::eval::metrics::DenseCells, vcell::eval::metrics::MetricError> {
+        let c = match side {
+            vcell::eval::metrics::Side::Real => &self.0,
+            vcell::eval::metrics::Side::Pred => &self.1,
+        };
+        let mut data = Vec::new();
+        let mut n = 0;
+        for (i, l) in c.labels.iter().enumerate() {
+            if l == label {
+                data.extend_from_slice(&c.data[i * c.n_cols..(i + 1) * c.n_cols]);
+                n += 1;
+            }
+        }
+        Ok(vcell::eval::metrics::DenseCells {
+            n_rows: n,
+            n_cols: c.n_cols,
+            data,
+        })
+    }
+}
+
+/// pearson_edistance is compared loosely (sklearn's f32 dot-product Euclidean distances are not reproducible bit for
+/// bit): ≤ 1e-4 on the tiny fixtures.
+#[test]
+fn pearson_edistance_close_to_fixture() {
+    for case in ["tiny", "tiny_counts"] {
+        let f = fixtures().join(case);
+        let cells = PairCells(
+            load_cells(&f.join("real.h5ad")),
+            load_cells(&f.join("pred.h5ad")),
+        );
+        let mut perts: Vec<String> = cells
+            .0
+            .labels
+            .iter()
+            .filter(|l| *l != "non-targeting")
+            .cloned()
+            .collect();
+        perts.sort();
+        perts.dedup();
+        let v = vcell::eval::metrics::edistance::pearson_edistance(&cells, &perts, "non-targeting")
+            .unwrap();
+        let (h, rows) = read_csv(&f.join("celleval/full/results.csv"));
+        let j = h.iter().position(|c| c == "pearson_edistance").unwrap();
+        let want: f64 = rows[0][j].parse().unwrap();
+        eprintln!(
+            "{case}: pearson_edistance ours {v} fixture {want} diff {:e}",
+            (v - want).abs()
+        );
+        assert!((v - want).abs() <= 1e-4);
+    }
+}

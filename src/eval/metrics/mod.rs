@@ -31,6 +31,8 @@ pub enum MetricError {
     Input(String),
     #[error("metric {0} needs cell-level data, which was not provided")]
     NeedsCells(&'static str),
+    #[error("metric {0} is not implemented")]
+    NotImplemented(&'static str),
     #[error("unknown metric: {0}")]
     UnknownMetric(String),
 }
