@@ -85,7 +85,7 @@ fn mean_per_set(t: &Tensor) -> Result<Tensor> {
     Ok(t.flatten_from(1)?.mean(1)?)
 }
 
-/// Energy distance per set: [B].
+/// Energy distance per set: `[B]`.
 pub fn energy_distance(x: &Tensor, y: &Tensor) -> Result<Tensor> {
     check_sets(x, y)?;
     let dxy = mean_per_set(&distances(x, y)?)?;
@@ -113,7 +113,7 @@ fn gaussian_kernel_mean(d2: &Tensor, sigma2: &[Tensor]) -> Result<Tensor> {
     Ok((mean_per_set(&k)? / sigma2.len() as f64)?)
 }
 
-/// Biased (V-statistic) MMD² per set with a multi-scale Gaussian kernel: `mean Kxx + mean Kyy − 2·mean Kxy`, [B].
+/// Biased (V-statistic) MMD² per set with a multi-scale Gaussian kernel: `mean Kxx + mean Kyy − 2·mean Kxy`, `[B]`.
 pub fn mmd_distance(x: &Tensor, y: &Tensor, cfg: &MmdConfig) -> Result<Tensor> {
     let (b, _, _, _) = check_sets(x, y)?;
     let dxy = squared_distances(x, y)?.relu()?;
