@@ -37,12 +37,7 @@ const EXACT: &[&str] = &[
     "discrimination_score_l2",
     "discrimination_score_cosine",
 ];
-const CLOSE_1E15: &[&str] = &[
-    "de_spearman_sig",
-    "de_spearman_lfc_sig",
-    "pr_auc",
-    "roc_auc",
-];
+const CLOSE_1E15: &[&str] = &["de_spearman_sig", "de_spearman_lfc_sig", "pr_auc", "roc_auc"];
 
 fn tolerance(metric: &str) -> Option<f64> {
     if EXACT.contains(&metric) {
@@ -60,12 +55,7 @@ fn de_table(case: &str) -> MetricTable {
     let dir = fixtures().join(case).join("celleval/vcc");
     let real = load_de(&dir, "real_de");
     let pred = load_de(&dir, "pred_de");
-    compute_metrics(
-        &MetricSet::new(Profile::De, &[]),
-        Some((&real, &pred)),
-        None,
-    )
-    .unwrap()
+    compute_metrics(&MetricSet::new(Profile::De, &[]), Some((&real, &pred)), None).unwrap()
 }
 
 /// Compares the columns of `ours` that the fixture has; returns the max diff per metric.
@@ -74,16 +64,11 @@ fn compare_results(ours: &MetricTable, fixture: PathBuf) -> Vec<(String, f64)> {
     let ours_bytes = results_csv_bytes(ours).unwrap();
     let mut r = csv::Reader::from_reader(ours_bytes.as_slice());
     let oh: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
-    let orows: Vec<Vec<String>> = r
-        .records()
-        .map(|x| x.unwrap().iter().map(str::to_string).collect())
-        .collect();
+    let orows: Vec<Vec<String>> = r.records().map(|x| x.unwrap().iter().map(str::to_string).collect()).collect();
     assert_eq!(orows.len(), rows.len(), "row count {}", fixture.display());
     let mut report = Vec::new();
     for (j, name) in oh.iter().enumerate().skip(1) {
-        let Some(fj) = h.iter().position(|c| c == name) else {
-            panic!("{name} not in {}", fixture.display())
-        };
+        let Some(fj) = h.iter().position(|c| c == name) else { panic!("{name} not in {}", fixture.display()) };
         let mut max = 0.0f64;
         for (i, row) in rows.iter().enumerate() {
             assert_eq!(orows[i][0], row[0], "perturbation order");
@@ -109,10 +94,7 @@ fn compare_results(ours: &MetricTable, fixture: PathBuf) -> Vec<(String, f64)> {
 fn de_metrics_match_full_fixtures() {
     for case in ["tiny", "tiny_counts", "small"] {
         let ours = de_table(case);
-        let report = compare_results(
-            &ours,
-            fixtures().join(case).join("celleval/full/results.csv"),
-        );
+        let report = compare_results(&ours, fixtures().join(case).join("celleval/full/results.csv"));
         eprintln!("{case}: {report:?}");
         assert_eq!(report.len(), 18);
     }
@@ -155,10 +137,7 @@ fn results_csv_header_and_describe_of_fixture_results() {
                 .skip(1)
                 .map(|(j, name)| vcell::eval::metrics::MetricColumn {
                     name: name.clone(),
-                    values: rows
-                        .iter()
-                        .map(|r| vcell::eval::format::parse_opt(&r[j]).unwrap())
-                        .collect(),
+                    values: rows.iter().map(|r| vcell::eval::format::parse_opt(&r[j]).unwrap()).collect(),
                 })
                 .collect(),
         };
@@ -241,13 +220,7 @@ fn anndata_table(real: &std::path::Path, pred: &std::path::Path, profile: Profil
 #[test]
 fn anndata_metrics_match_fixtures() {
     for (case, real, pred, results, profile) in [
-        (
-            "tiny",
-            "tiny/real.h5ad",
-            "tiny/pred.h5ad",
-            "tiny/celleval/full/results.csv",
-            Profile::Anndata,
-        ),
+        ("tiny", "tiny/real.h5ad", "tiny/pred.h5ad", "tiny/celleval/full/results.csv", Profile::Anndata),
         (
             "tiny_counts",
             "tiny_counts/real.h5ad",
@@ -255,13 +228,7 @@ fn anndata_metrics_match_fixtures() {
             "tiny_counts/celleval/full/results.csv",
             Profile::Anndata,
         ),
-        (
-            "small",
-            "small/real.h5ad.gz",
-            "small/pred.h5ad.gz",
-            "small/celleval/full/results.csv",
-            Profile::Anndata,
-        ),
+        ("small", "small/real.h5ad.gz", "small/pred.h5ad.gz", "small/celleval/full/results.csv", Profile::Anndata),
         (
             "tiny_dense",
             "tiny_dense/real.h5ad",
@@ -269,13 +236,7 @@ fn anndata_metrics_match_fixtures() {
             "tiny_dense/celleval/vcc/results.csv",
             Profile::Pds,
         ),
-        (
-            "errors",
-            "errors/real.h5ad",
-            "errors/pred.h5ad",
-            "errors/celleval/vcc/results.csv",
-            Profile::Pds,
-        ),
+        ("errors", "errors/real.h5ad", "errors/pred.h5ad", "errors/celleval/vcc/results.csv", Profile::Pds),
         (
             "tiny baseline",
             "tiny/real.h5ad",
@@ -322,11 +283,7 @@ impl vcell::eval::metrics::CellSource for PairCells {
                 n += 1;
             }
         }
-        Ok(vcell::eval::metrics::DenseCells {
-            n_rows: n,
-            n_cols: c.n_cols,
-            data,
-        })
+        Ok(vcell::eval::metrics::DenseCells { n_rows: n, n_cols: c.n_cols, data })
     }
 }
 
@@ -336,28 +293,15 @@ impl vcell::eval::metrics::CellSource for PairCells {
 fn pearson_edistance_close_to_fixture() {
     for case in ["tiny", "tiny_counts"] {
         let f = fixtures().join(case);
-        let cells = PairCells(
-            load_cells(&f.join("real.h5ad")),
-            load_cells(&f.join("pred.h5ad")),
-        );
-        let mut perts: Vec<String> = cells
-            .0
-            .labels
-            .iter()
-            .filter(|l| *l != "non-targeting")
-            .cloned()
-            .collect();
+        let cells = PairCells(load_cells(&f.join("real.h5ad")), load_cells(&f.join("pred.h5ad")));
+        let mut perts: Vec<String> = cells.0.labels.iter().filter(|l| *l != "non-targeting").cloned().collect();
         perts.sort();
         perts.dedup();
-        let v = vcell::eval::metrics::edistance::pearson_edistance(&cells, &perts, "non-targeting")
-            .unwrap();
+        let v = vcell::eval::metrics::edistance::pearson_edistance(&cells, &perts, "non-targeting").unwrap();
         let (h, rows) = read_csv(&f.join("celleval/full/results.csv"));
         let j = h.iter().position(|c| c == "pearson_edistance").unwrap();
         let want: f64 = rows[0][j].parse().unwrap();
-        eprintln!(
-            "{case}: pearson_edistance ours {v} fixture {want} diff {:e}",
-            (v - want).abs()
-        );
+        eprintln!("{case}: pearson_edistance ours {v} fixture {want} diff {:e}", (v - want).abs());
         assert!((v - want).abs() <= 1e-4);
     }
 }

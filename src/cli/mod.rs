@@ -5,10 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod device;
 pub mod info;
+pub mod predict;
 pub mod progress;
 pub mod runs;
 pub mod synth;
+pub mod train;
 
 #[derive(Parser, Debug)]
 #[command(name = "vcell", version, about = "A terminal workbench for virtual-cell models")]
@@ -25,6 +28,10 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Jobs that outlive the terminal: start, list, tail, stop, resume, rm.
     Runs(runs::RunsArgs),
+    /// Train a model (ST) on a data config, as a job with a run directory.
+    Train(train::TrainArgs),
+    /// Predict a held-out split with a trained model or a baseline (VCC-style real/pred .h5ad pair).
+    Predict(predict::PredictArgs),
 }
 
 /// Parse the command line, run the command, map errors to a message and exit code 1.
@@ -44,5 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(args) => synth::run(args),
         Command::Info(args) => info::run(args),
         Command::Runs(args) => runs::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Predict(args) => predict::run(args),
     }
 }

@@ -16,17 +16,7 @@ use crate::eval::metrics::numeric::lane4_sum;
 use crate::eval::metrics::MetricTable;
 
 /// The statistic names, in row order.
-pub const STATISTICS: [&str; 9] = [
-    "count",
-    "null_count",
-    "mean",
-    "std",
-    "min",
-    "25%",
-    "50%",
-    "75%",
-    "max",
-];
+pub const STATISTICS: [&str; 9] = ["count", "null_count", "mean", "std", "min", "25%", "50%", "75%", "max"];
 
 /// `agg_results.csv` in memory: `values[column][statistic]`.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -50,11 +40,7 @@ pub fn describe(table: &MetricTable) -> AggTable {
     AggTable {
         statistics: STATISTICS.iter().map(|s| s.to_string()).collect(),
         columns: table.columns.iter().map(|c| c.name.clone()).collect(),
-        values: table
-            .columns
-            .iter()
-            .map(|c| describe_column(&c.values))
-            .collect(),
+        values: table.columns.iter().map(|c| describe_column(&c.values)).collect(),
     }
 }
 
@@ -73,12 +59,8 @@ pub fn describe_column(values: &[Option<f64>]) -> Vec<Option<f64>> {
     out.push(Some(lane4_sum(&with_zeros) / n as f64));
     out.push(std_ddof1(&present));
     let finite: Vec<f64> = present.iter().copied().filter(|v| !v.is_nan()).collect();
-    let min = finite.iter().copied().fold(None, |m: Option<f64>, v| {
-        Some(m.map_or(v, |m| if v < m { v } else { m }))
-    });
-    let max = finite.iter().copied().fold(None, |m: Option<f64>, v| {
-        Some(m.map_or(v, |m| if v > m { v } else { m }))
-    });
+    let min = finite.iter().copied().fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| if v < m { v } else { m })));
+    let max = finite.iter().copied().fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| if v > m { v } else { m })));
     out.push(Some(min.unwrap_or(f64::NAN)));
     let mut sorted = present.clone();
     sorted.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {

@@ -41,10 +41,7 @@ pub fn parse_opt(s: &str) -> Result<Option<f64>, std::num::ParseFloatError> {
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".to_string());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".to_string());
     let tmp_name = format!(".{name}.{}.tmp", std::process::id());
     let tmp = match dir {
         Some(d) => d.join(tmp_name),

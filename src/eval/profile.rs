@@ -37,15 +37,8 @@ pub const ANNDATA_METRICS: &[&str] = &[
     "clustering_agreement",
 ];
 
-pub const MINIMAL_METRICS: &[&str] = &[
-    "pearson_delta",
-    "mse",
-    "mae",
-    "discrimination_score_l1",
-    "overlap_at_N",
-    "precision_at_N",
-    "de_nsig_counts",
-];
+pub const MINIMAL_METRICS: &[&str] =
+    &["pearson_delta", "mse", "mae", "discrimination_score_l1", "overlap_at_N", "precision_at_N", "de_nsig_counts"];
 
 pub const VCC_METRICS: &[&str] = &["mae", "discrimination_score_l1", "overlap_at_N"];
 
@@ -120,13 +113,7 @@ pub struct MetricSet {
 impl MetricSet {
     /// `skip` holds metric names as given to `--skip-metrics` (unknown names are ignored, as in cell-eval).
     pub fn new(profile: Profile, skip: &[&str]) -> Self {
-        Self {
-            metrics: profile
-                .metrics()
-                .into_iter()
-                .filter(|m| !skip.contains(m))
-                .collect(),
-        }
+        Self { metrics: profile.metrics().into_iter().filter(|m| !skip.contains(m)).collect() }
     }
 
     pub fn metrics(&self) -> &[&'static str] {
@@ -135,20 +122,12 @@ impl MetricSet {
 
     /// DE metrics in the set's order (computed first).
     pub fn de_metrics(&self) -> Vec<&'static str> {
-        self.metrics
-            .iter()
-            .copied()
-            .filter(|m| DE_METRICS.contains(m))
-            .collect()
+        self.metrics.iter().copied().filter(|m| DE_METRICS.contains(m)).collect()
     }
 
     /// Anndata metrics in the set's order (computed after the DE metrics).
     pub fn anndata_metrics(&self) -> Vec<&'static str> {
-        self.metrics
-            .iter()
-            .copied()
-            .filter(|m| ANNDATA_METRICS.contains(m))
-            .collect()
+        self.metrics.iter().copied().filter(|m| ANNDATA_METRICS.contains(m)).collect()
     }
 }
 
@@ -180,10 +159,7 @@ mod tests {
         let s = MetricSet::new(Profile::Vcc, &[]);
         assert_eq!(s.de_metrics(), vec!["overlap_at_N"]);
         assert_eq!(s.anndata_metrics(), vec!["mae", "discrimination_score_l1"]);
-        let s = MetricSet::new(
-            Profile::Full,
-            &["pearson_edistance", "clustering_agreement"],
-        );
+        let s = MetricSet::new(Profile::Full, &["pearson_edistance", "clustering_agreement"]);
         assert_eq!(s.metrics().len(), 25);
         assert!(!Profile::Pds.needs_de());
         assert_eq!("vcc".parse::<Profile>().ok(), Some(Profile::Vcc));

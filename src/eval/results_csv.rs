@@ -20,9 +20,7 @@ pub enum CsvError {
 }
 
 fn to_bytes(header: Vec<String>, rows: Vec<Vec<String>>) -> Result<Vec<u8>, CsvError> {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
     w.write_record(&header)?;
     for r in rows {
         w.write_record(&r)?;
@@ -40,12 +38,7 @@ pub fn results_csv_bytes(table: &MetricTable) -> Result<Vec<u8>, CsvError> {
         .enumerate()
         .map(|(i, p)| {
             let mut r = vec![p.clone()];
-            r.extend(
-                table
-                    .columns
-                    .iter()
-                    .map(|c| fmt_opt(c.values.get(i).copied().flatten())),
-            );
+            r.extend(table.columns.iter().map(|c| fmt_opt(c.values.get(i).copied().flatten())));
             r
         })
         .collect();
@@ -62,11 +55,7 @@ pub fn agg_csv_bytes(agg: &AggTable) -> Result<Vec<u8>, CsvError> {
         .enumerate()
         .map(|(i, s)| {
             let mut r = vec![s.clone()];
-            r.extend(
-                agg.values
-                    .iter()
-                    .map(|col| fmt_opt(col.get(i).copied().flatten())),
-            );
+            r.extend(agg.values.iter().map(|col| fmt_opt(col.get(i).copied().flatten())));
             r
         })
         .collect();
@@ -74,10 +63,7 @@ pub fn agg_csv_bytes(agg: &AggTable) -> Result<Vec<u8>, CsvError> {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), CsvError> {
-    write_atomic(path, bytes).map_err(|source| CsvError::Io {
-        path: path.display().to_string(),
-        source,
-    })
+    write_atomic(path, bytes).map_err(|source| CsvError::Io { path: path.display().to_string(), source })
 }
 
 /// Writes `results.csv` atomically.
@@ -92,23 +78,16 @@ pub fn write_agg(path: &Path, agg: &AggTable) -> Result<(), CsvError> {
 
 /// Reads an `agg_results.csv` back (for `score`).
 pub fn read_agg(path: &Path) -> Result<AggTable, CsvError> {
-    let bytes = std::fs::read(path).map_err(|source| CsvError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| CsvError::Io { path: path.display().to_string(), source })?;
     parse_agg(&bytes)
 }
 
 /// Parses `agg_results.csv` bytes.
 pub fn parse_agg(bytes: &[u8]) -> Result<AggTable, CsvError> {
-    let mut r = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(bytes);
+    let mut r = csv::ReaderBuilder::new().has_headers(true).from_reader(bytes);
     let header = r.headers()?.clone();
     if header.get(0) != Some("statistic") {
-        return Err(CsvError::Format(
-            "Missing 'statistic' column in agg results (likely wrong file input)".into(),
-        ));
+        return Err(CsvError::Format("Missing 'statistic' column in agg results (likely wrong file input)".into()));
     }
     let columns: Vec<String> = header.iter().skip(1).map(str::to_string).collect();
     let mut statistics = Vec::new();
@@ -123,11 +102,7 @@ pub fn parse_agg(bytes: &[u8]) -> Result<AggTable, CsvError> {
             col.push(v);
         }
     }
-    Ok(AggTable {
-        statistics,
-        columns,
-        values,
-    })
+    Ok(AggTable { statistics, columns, values })
 }
 
 /// `fmt_f64`, re-exported for callers writing single values.

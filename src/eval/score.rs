@@ -17,16 +17,9 @@ pub fn score(user: &AggTable, base: &AggTable) -> Result<Vec<(String, f64)>, Sco
 }
 
 /// [`score`] with another comparison statistic.
-pub fn score_with(
-    user: &AggTable,
-    base: &AggTable,
-    statistic: &str,
-) -> Result<Vec<(String, f64)>, ScoreError> {
+pub fn score_with(user: &AggTable, base: &AggTable, statistic: &str) -> Result<Vec<(String, f64)>, ScoreError> {
     if user.columns != base.columns {
-        return Err(ScoreError::ColumnMismatch(
-            user.columns.clone(),
-            base.columns.clone(),
-        ));
+        return Err(ScoreError::ColumnMismatch(user.columns.clone(), base.columns.clone()));
     }
     let ui = user
         .statistics
@@ -90,25 +83,12 @@ mod tests {
 
     #[test]
     fn hand_score() {
-        let cols = [
-            "overlap_at_N",
-            "mae",
-            "discrimination_score_l1",
-            "de_nsig_counts_real",
-        ];
+        let cols = ["overlap_at_N", "mae", "discrimination_score_l1", "de_nsig_counts_real"];
         let u = agg(&cols, &[0.5, 0.1, 0.9, 3.0]);
         let b = agg(&cols, &[0.0, 0.2, 0.5, 1.0]);
         let s = score(&u, &b).unwrap_or_default();
         let names: Vec<&str> = s.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "mae",
-                "overlap_at_N",
-                "discrimination_score_l1",
-                "avg_score"
-            ]
-        );
+        assert_eq!(names, ["mae", "overlap_at_N", "discrimination_score_l1", "avg_score"]);
         assert_eq!(s[0].1, 0.5);
         assert_eq!(s[1].1, 0.5);
         assert!((s[2].1 - 0.8).abs() < 1e-15);

@@ -374,13 +374,16 @@ impl<'a> Trainer<'a> {
             let record = self.step()?;
             hooks.on_step(&record)?;
             let step = self.state.step;
-            if self.cfg.val_every > 0 && (step % self.cfg.val_every == 0 || step == self.cfg.max_steps) {
+            if self.cfg.val_every > 0 && (step.is_multiple_of(self.cfg.val_every) || step == self.cfg.max_steps) {
                 if let Some(v) = self.validation_loss()? {
                     self.state.last_val_loss = Some(v);
                     hooks.on_validation(step, v)?;
                 }
             }
-            if self.cfg.checkpoint_every > 0 && step % self.cfg.checkpoint_every == 0 && step < self.cfg.max_steps {
+            if self.cfg.checkpoint_every > 0
+                && step.is_multiple_of(self.cfg.checkpoint_every)
+                && step < self.cfg.max_steps
+            {
                 self.checkpoint(hooks)?;
             }
         }

@@ -38,13 +38,7 @@ pub fn de_from_csv(bytes: &[u8]) -> DeTable {
     let mut r = csv::Reader::from_reader(bytes);
     let h = r.headers().unwrap().clone();
     let col = |n: &str| h.iter().position(|c| c == n).unwrap();
-    let (ct, cf, cl, cp, cq) = (
-        col("target"),
-        col("feature"),
-        col("log2_fold_change"),
-        col("p_value"),
-        col("fdr"),
-    );
+    let (ct, cf, cl, cp, cq) = (col("target"), col("feature"), col("log2_fold_change"), col("p_value"), col("fdr"));
     let mut t = DeTable::default();
     let mut ti: HashMap<String, u32> = HashMap::new();
     let mut fi: HashMap<String, u32> = HashMap::new();
@@ -71,11 +65,7 @@ pub fn de_from_csv(bytes: &[u8]) -> DeTable {
 
 pub fn load_de(dir: &Path, name: &str) -> DeTable {
     let plain = dir.join(format!("{name}.csv"));
-    let path = if plain.exists() {
-        plain
-    } else {
-        dir.join(format!("{name}.csv.gz"))
-    };
+    let path = if plain.exists() { plain } else { dir.join(format!("{name}.csv.gz")) };
     de_from_csv(&read_maybe_gz(&path))
 }
 
@@ -83,10 +73,7 @@ pub fn load_de(dir: &Path, name: &str) -> DeTable {
 pub fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let mut r = csv::Reader::from_path(path).unwrap();
     let h = r.headers().unwrap().iter().map(str::to_string).collect();
-    let rows = r
-        .records()
-        .map(|x| x.unwrap().iter().map(str::to_string).collect())
-        .collect();
+    let rows = r.records().map(|x| x.unwrap().iter().map(str::to_string).collect()).collect();
     (h, rows)
 }
 
@@ -132,9 +119,7 @@ pub fn load_cells(path: &Path) -> Cells {
     let r = H5adReader::open(&path).unwrap();
     let genes = r.var_names().unwrap();
     let col = r.obs_column("target_gene").unwrap();
-    let labels: Vec<String> = (0..col.len())
-        .map(|i| col.label(i).unwrap_or_else(|| "nan".into()))
-        .collect();
+    let labels: Vec<String> = (0..col.len()).map(|i| col.label(i).unwrap_or_else(|| "nan".into())).collect();
     let x = r.read_x().unwrap();
     let (n, g) = x.shape();
     let mut data = vec![0.0f32; n * g];
@@ -154,21 +139,11 @@ pub fn load_cells(path: &Path) -> Cells {
     }
     let is_counts = data.iter().all(|v| (v - v.round()).abs() <= 1e-3);
     if is_counts {
-        let sums: Vec<f32> = (0..n)
-            .map(|i| {
-                data[i * g..(i + 1) * g]
-                    .iter()
-                    .map(|&v| f64::from(v))
-                    .sum::<f64>() as f32
-            })
-            .collect();
+        let sums: Vec<f32> =
+            (0..n).map(|i| data[i * g..(i + 1) * g].iter().map(|&v| f64::from(v)).sum::<f64>() as f32).collect();
         let mut s = sums.clone();
         s.sort_by(f32::total_cmp);
-        let target = if n % 2 == 1 {
-            s[n / 2]
-        } else {
-            (s[n / 2 - 1] + s[n / 2]) / 2.0
-        };
+        let target = if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 };
         for i in 0..n {
             let f = sums[i] / target;
             for v in &mut data[i * g..(i + 1) * g] {
@@ -178,12 +153,7 @@ pub fn load_cells(path: &Path) -> Cells {
             }
         }
     }
-    Cells {
-        n_cols: g,
-        data,
-        labels,
-        genes,
-    }
+    Cells { n_cols: g, data, labels, genes }
 }
 
 /// cell-eval's pseudobulk: polars group_by mean (f64 accumulation) returned as f32, labels sorted.
@@ -201,15 +171,6 @@ pub fn pseudobulk(c: &Cells) -> vcell::eval::Pseudobulk {
             sums[k * g + j] += f64::from(c.data[i * g + j]);
         }
     }
-    let means = sums
-        .iter()
-        .enumerate()
-        .map(|(idx, s)| (s / counts[idx / g] as f64) as f32)
-        .collect();
-    vcell::eval::Pseudobulk {
-        labels,
-        counts,
-        n_cols: g,
-        means,
-    }
+    let means = sums.iter().enumerate().map(|(idx, s)| (s / counts[idx / g] as f64) as f32).collect();
+    vcell::eval::Pseudobulk { labels, counts, n_cols: g, means }
 }

@@ -7,9 +7,6 @@
 use super::{CellSource, MetricError};
 
 /// Best AMI between Leiden clusters of real and predicted perturbation centroids (not implemented).
-pub fn clustering_agreement(
-    _cells: &dyn CellSource,
-    _perts: &[String],
-) -> Result<f64, MetricError> {
+pub fn clustering_agreement(_cells: &dyn CellSource, _perts: &[String]) -> Result<f64, MetricError> {
     Err(MetricError::NotImplemented("clustering_agreement"))
 }

@@ -43,11 +43,8 @@ pub fn rank_desc_nan_first(keys: &[f32]) -> Vec<usize> {
 impl<'a> DeView<'a> {
     pub fn new(table: &'a DeTable) -> Result<Self, MetricError> {
         let n = table.n_rows();
-        if table.feature_idx.len() != n || table.fdr.len() != n || table.log2_fold_change.len() != n
-        {
-            return Err(MetricError::Input(
-                "DE table columns have different lengths".into(),
-            ));
+        if table.feature_idx.len() != n || table.fdr.len() != n || table.log2_fold_change.len() != n {
+            return Err(MetricError::Input("DE table columns have different lengths".into()));
         }
         let mut by_target: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         let mut lookup = HashMap::with_capacity(n);
@@ -68,29 +65,15 @@ impl<'a> DeView<'a> {
         let mut ranked_sig = BTreeMap::new();
         let mut any_sig = false;
         for (&t, rows) in &by_target {
-            let sig: Vec<usize> = rows
-                .iter()
-                .copied()
-                .filter(|&r| is_significant(fdr[r]))
-                .collect();
+            let sig: Vec<usize> = rows.iter().copied().filter(|&r| is_significant(fdr[r])).collect();
             any_sig |= !sig.is_empty();
             let keys: Vec<f32> = sig.iter().map(|&r| lfc[r].abs()).collect();
             let order = rank_desc_nan_first(&keys);
-            let names: Vec<&str> = order
-                .into_iter()
-                .map(|k| table.features[table.feature_idx[sig[k]] as usize].as_str())
-                .collect();
+            let names: Vec<&str> =
+                order.into_iter().map(|k| table.features[table.feature_idx[sig[k]] as usize].as_str()).collect();
             ranked_sig.insert(t, names);
         }
-        Ok(Self {
-            table,
-            by_target,
-            lookup,
-            lfc,
-            fdr,
-            ranked_sig,
-            any_sig,
-        })
+        Ok(Self { table, by_target, lookup, lfc, fdr, ranked_sig, any_sig })
     }
 
     /// Sorted distinct targets.
@@ -103,12 +86,7 @@ impl<'a> DeView<'a> {
     }
 
     fn sig_rows(&self, pert: &str) -> impl Iterator<Item = usize> + '_ {
-        self.by_target
-            .get(pert)
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|&r| is_significant(self.fdr[r]))
+        self.by_target.get(pert).into_iter().flatten().copied().filter(|&r| is_significant(self.fdr[r]))
     }
 
     fn n_sig(&self, pert: &str) -> usize {
@@ -140,22 +118,14 @@ impl<'a> DeComparison<'a> {
                 pred: pp.iter().map(|s| s.to_string()).collect(),
             });
         }
-        Ok(Self {
-            real,
-            pred,
-            perturbations: rp,
-        })
+        Ok(Self { real, pred, perturbations: rp })
     }
 
     /// `overlap_at_{k}` (`metric = Overlap`) or `precision_at_{k}` (`Precision`); `k = None` is `_at_N`.
     /// `DEComparison.compute_overlap`.
     pub fn overlap(&self, k: Option<usize>, kind: OverlapKind) -> Vec<(String, Option<f64>)> {
         if !self.real.any_sig || !self.pred.any_sig {
-            return self
-                .perturbations
-                .iter()
-                .map(|p| (p.to_string(), Some(0.0)))
-                .collect();
+            return self.perturbations.iter().map(|p| (p.to_string(), Some(0.0))).collect();
         }
         self.perturbations
             .iter()
@@ -184,10 +154,7 @@ impl<'a> DeComparison<'a> {
 
     /// `de_nsig_counts`: (real, pred) counts of significant genes per perturbation.
     pub fn nsig_counts(&self) -> Vec<(String, usize, usize)> {
-        self.perturbations
-            .iter()
-            .map(|&p| (p.to_string(), self.real.n_sig(p), self.pred.n_sig(p)))
-            .collect()
+        self.perturbations.iter().map(|&p| (p.to_string(), self.real.n_sig(p), self.pred.n_sig(p))).collect()
     }
 
     /// `de_sig_genes_recall`: |real_sig ∩ pred_sig| / |real_sig|, only for perturbations with real significant genes.
@@ -241,12 +208,7 @@ impl<'a> DeComparison<'a> {
                 for r in self.real.sig_rows(p) {
                     let f = self.real.feature(r);
                     x.push(f64::from(self.real.lfc[r]));
-                    y.push(
-                        self.pred
-                            .lookup
-                            .get(&(p, f))
-                            .map_or(0.0, |&q| f64::from(self.pred.lfc[q])),
-                    );
+                    y.push(self.pred.lookup.get(&(p, f)).map_or(0.0, |&q| f64::from(self.pred.lfc[q])));
                 }
                 if x.is_empty() {
                     (p.to_string(), None)
@@ -284,11 +246,7 @@ impl<'a> DeComparison<'a> {
         for &r in rows {
             labels.push(is_significant(self.real.fdr[r]));
             let f = self.real.feature(r);
-            let q = self
-                .pred
-                .lookup
-                .get(&(p, f))
-                .map_or(1.0f32, |&q| self.pred.fdr[q]);
+            let q = self.pred.lookup.get(&(p, f)).map_or(1.0f32, |&q| self.pred.fdr[q]);
             scores.push(nlp(q));
         }
         (labels, scores)
@@ -318,11 +276,7 @@ impl<'a> DeComparison<'a> {
 
 /// polars `clip(1e-10, 1.0)` then `-log10` on a Float32 column (computed in f32).
 fn nlp(q: f32) -> f32 {
-    let q = if q.is_nan() {
-        q
-    } else {
-        q.clamp(1e-10f32, 1.0f32)
-    };
+    let q = if q.is_nan() { q } else { q.clamp(1e-10f32, 1.0f32) };
     -q.log10()
 }
 
@@ -358,10 +312,7 @@ fn binary_clf_curve(labels: &[bool], scores: &[f32]) -> (Vec<f64>, Vec<f64>) {
     idx.sort_by(|&a, &b| np_cmp_f32(scores[a], scores[b]).then(a.cmp(&b)));
     idx.reverse();
     let s: Vec<f32> = idx.iter().map(|&i| scores[i]).collect();
-    let y: Vec<f64> = idx
-        .iter()
-        .map(|&i| if labels[i] { 1.0 } else { 0.0 })
-        .collect();
+    let y: Vec<f64> = idx.iter().map(|&i| if labels[i] { 1.0 } else { 0.0 }).collect();
     let mut thresholds = Vec::new();
     for i in 0..n.saturating_sub(1) {
         // np.diff(y_score) != 0 (NaN - NaN is NaN, which is "true")
@@ -378,11 +329,7 @@ fn binary_clf_curve(labels: &[bool], scores: &[f32]) -> (Vec<f64>, Vec<f64>) {
         cum.push(c);
     }
     let tps: Vec<f64> = thresholds.iter().map(|&t| cum[t]).collect();
-    let fps: Vec<f64> = thresholds
-        .iter()
-        .zip(&tps)
-        .map(|(&t, &tp)| 1.0 + t as f64 - tp)
-        .collect();
+    let fps: Vec<f64> = thresholds.iter().zip(&tps).map(|(&t, &tp)| 1.0 + t as f64 - tp).collect();
     (fps, tps)
 }
 
@@ -413,18 +360,13 @@ pub fn average_precision(labels: &[bool], scores: &[f32]) -> f64 {
             }
         })
         .collect();
-    let recall: Vec<f64> = tps
-        .iter()
-        .map(|&tp| if last_tp == 0.0 { 1.0 } else { tp / last_tp })
-        .collect();
+    let recall: Vec<f64> = tps.iter().map(|&tp| if last_tp == 0.0 { 1.0 } else { tp / last_tp }).collect();
     // reversed, with precision 1 and recall 0 appended
     let mut prec_r: Vec<f64> = precision.iter().rev().copied().collect();
     prec_r.push(1.0);
     let mut rec_r: Vec<f64> = recall.iter().rev().copied().collect();
     rec_r.push(0.0);
-    let terms: Vec<f64> = (0..m)
-        .map(|i| (rec_r[i + 1] - rec_r[i]) * prec_r[i])
-        .collect();
+    let terms: Vec<f64> = (0..m).map(|i| (rec_r[i + 1] - rec_r[i]) * prec_r[i]).collect();
     let v = -np_sum_f64(&terms);
     if v > 0.0 {
         v
@@ -463,9 +405,7 @@ pub fn roc_auc(labels: &[bool], scores: &[f32]) -> f64 {
 
 /// `np.trapezoid(y, x)`: `(d * (y[1:] + y[:-1]) / 2.0).sum()`.
 fn trapezoid(y: &[f64], x: &[f64]) -> f64 {
-    let terms: Vec<f64> = (0..x.len() - 1)
-        .map(|i| (x[i + 1] - x[i]) * (y[i + 1] + y[i]) / 2.0)
-        .collect();
+    let terms: Vec<f64> = (0..x.len() - 1).map(|i| (x[i + 1] - x[i]) * (y[i + 1] + y[i]) / 2.0).collect();
     np_sum_f64(&terms)
 }
 

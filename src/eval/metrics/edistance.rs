@@ -36,11 +36,7 @@ fn mean_pairwise(a: &DenseCells, b: &DenseCells) -> f64 {
 }
 
 /// Pearson correlation between real and predicted energy distances of each perturbation from control.
-pub fn pearson_edistance(
-    cells: &dyn CellSource,
-    perts: &[String],
-    control: &str,
-) -> Result<f64, MetricError> {
+pub fn pearson_edistance(cells: &dyn CellSource, perts: &[String], control: &str) -> Result<f64, MetricError> {
     let ctrl_real = cells.cells(Side::Real, control)?;
     let ctrl_pred = cells.cells(Side::Pred, control)?;
     let sigma_real = mean_pairwise(&ctrl_real, &ctrl_real);

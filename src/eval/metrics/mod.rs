@@ -21,10 +21,7 @@ pub use pds::Distance;
 #[derive(Debug, thiserror::Error)]
 pub enum MetricError {
     #[error("Perturbation mismatch: real {real:?} != pred {pred:?}")]
-    PerturbationMismatch {
-        real: Vec<String>,
-        pred: Vec<String>,
-    },
+    PerturbationMismatch { real: Vec<String>, pred: Vec<String> },
     #[error("Control perturbation ({0}) not found in pseudobulks")]
     MissingControl(String),
     #[error("invalid metric input: {0}")]
@@ -134,14 +131,8 @@ pub fn compute_metrics(
 }
 
 fn pivot(out: Vec<(String, Entries)>) -> MetricTable {
-    let perts: BTreeSet<String> = out
-        .iter()
-        .flat_map(|(_, e)| {
-            e.iter()
-                .filter(|(_, v)| v.is_some())
-                .map(|(p, _)| p.clone())
-        })
-        .collect();
+    let perts: BTreeSet<String> =
+        out.iter().flat_map(|(_, e)| e.iter().filter(|(_, v)| v.is_some()).map(|(p, _)| p.clone())).collect();
     let perturbations: Vec<String> = perts.into_iter().collect();
     let mut columns: Vec<MetricColumn> = Vec::new();
     for (name, entries) in out {
@@ -162,28 +153,18 @@ fn pivot(out: Vec<(String, Entries)>) -> MetricTable {
             None => columns.push(MetricColumn { name, values }),
         }
     }
-    MetricTable {
-        perturbations,
-        columns,
-    }
+    MetricTable { perturbations, columns }
 }
 
 fn parse_k(suffix: &str) -> Result<Option<usize>, MetricError> {
     if suffix == "N" {
         Ok(None)
     } else {
-        suffix
-            .parse::<usize>()
-            .map(Some)
-            .map_err(|_| MetricError::UnknownMetric(suffix.to_string()))
+        suffix.parse::<usize>().map(Some).map_err(|_| MetricError::UnknownMetric(suffix.to_string()))
     }
 }
 
-fn compute_de_metric(
-    cmp: &DeComparison<'_>,
-    name: &str,
-    out: &mut Vec<(String, Entries)>,
-) -> Result<(), MetricError> {
+fn compute_de_metric(cmp: &DeComparison<'_>, name: &str, out: &mut Vec<(String, Entries)>) -> Result<(), MetricError> {
     let perts: Vec<String> = cmp.perturbations.iter().map(|s| s.to_string()).collect();
     let entries = if let Some(k) = name.strip_prefix("overlap_at_") {
         cmp.overlap(parse_k(k)?, OverlapKind::Overlap)
@@ -199,17 +180,11 @@ fn compute_de_metric(
                 let counts = cmp.nsig_counts();
                 out.push((
                     "de_nsig_counts_real".into(),
-                    counts
-                        .iter()
-                        .map(|(p, r, _)| (p.clone(), Some(*r as f64)))
-                        .collect(),
+                    counts.iter().map(|(p, r, _)| (p.clone(), Some(*r as f64))).collect(),
                 ));
                 out.push((
                     "de_nsig_counts_pred".into(),
-                    counts
-                        .iter()
-                        .map(|(p, _, q)| (p.clone(), Some(*q as f64)))
-                        .collect(),
+                    counts.iter().map(|(p, _, q)| (p.clone(), Some(*q as f64))).collect(),
                 ));
                 return Ok(());
             }
@@ -233,54 +208,25 @@ struct AnndataContext<'a> {
 }
 
 /// (perturbations, real rows, pred rows, real deltas, pred deltas).
-type BulkParts<'a> = (
-    Vec<String>,
-    Vec<&'a [f32]>,
-    Vec<&'a [f32]>,
-    Vec<Vec<f32>>,
-    Vec<Vec<f32>>,
-);
+type BulkParts<'a> = (Vec<String>, Vec<&'a [f32]>, Vec<&'a [f32]>, Vec<Vec<f32>>, Vec<Vec<f32>>);
 
-fn bulk_deltas<'a>(
-    real: &'a Pseudobulk,
-    pred: &'a Pseudobulk,
-    control: &str,
-) -> Result<BulkParts<'a>, MetricError> {
+fn bulk_deltas<'a>(real: &'a Pseudobulk, pred: &'a Pseudobulk, control: &str) -> Result<BulkParts<'a>, MetricError> {
     if real.labels != pred.labels {
-        return Err(MetricError::PerturbationMismatch {
-            real: real.labels.clone(),
-            pred: pred.labels.clone(),
-        });
+        return Err(MetricError::PerturbationMismatch { real: real.labels.clone(), pred: pred.labels.clone() });
     }
     if real.n_cols != pred.n_cols {
-        return Err(MetricError::Input(format!(
-            "pseudobulk widths differ: {} != {}",
-            real.n_cols, pred.n_cols
-        )));
+        return Err(MetricError::Input(format!("pseudobulk widths differ: {} != {}", real.n_cols, pred.n_cols)));
     }
-    let rc = real
-        .row(control)
-        .ok_or_else(|| MetricError::MissingControl(control.to_string()))?;
-    let pc = pred
-        .row(control)
-        .ok_or_else(|| MetricError::MissingControl(control.to_string()))?;
-    let perts: Vec<String> = real
-        .labels
-        .iter()
-        .filter(|l| *l != control)
-        .cloned()
-        .collect();
+    let rc = real.row(control).ok_or_else(|| MetricError::MissingControl(control.to_string()))?;
+    let pc = pred.row(control).ok_or_else(|| MetricError::MissingControl(control.to_string()))?;
+    let perts: Vec<String> = real.labels.iter().filter(|l| *l != control).cloned().collect();
     let mut rr = Vec::new();
     let mut pr = Vec::new();
     let mut rd = Vec::new();
     let mut pd = Vec::new();
     for p in &perts {
-        let r = real
-            .row(p)
-            .ok_or_else(|| MetricError::Input(format!("no real bulk for {p}")))?;
-        let q = pred
-            .row(p)
-            .ok_or_else(|| MetricError::Input(format!("no pred bulk for {p}")))?;
+        let r = real.row(p).ok_or_else(|| MetricError::Input(format!("no real bulk for {p}")))?;
+        let q = pred.row(p).ok_or_else(|| MetricError::Input(format!("no pred bulk for {p}")))?;
         rd.push(error_metrics::delta(r, rc));
         pd.push(error_metrics::delta(q, pc));
         rr.push(r);
@@ -293,22 +239,11 @@ impl<'a> AnndataContext<'a> {
     fn new(input: &'a AnndataInput<'a>) -> Result<Self, MetricError> {
         let (perts, real_rows, pred_rows, real_deltas, pred_deltas) =
             bulk_deltas(input.real, input.pred, input.control)?;
-        Ok(Self {
-            input,
-            perts,
-            real_rows,
-            pred_rows,
-            real_deltas,
-            pred_deltas,
-        })
+        Ok(Self { input, perts, real_rows, pred_rows, real_deltas, pred_deltas })
     }
 
     fn per_pert(&self, f: impl Fn(usize) -> f64) -> Entries {
-        self.perts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.clone(), Some(f(i))))
-            .collect()
+        self.perts.iter().enumerate().map(|(i, p)| (p.clone(), Some(f(i)))).collect()
     }
 
     fn pds(&self, metric: Distance) -> Result<Entries, MetricError> {
@@ -316,11 +251,7 @@ impl<'a> AnndataContext<'a> {
             (Distance::L2 | Distance::Cosine, Some((re, pe))) => {
                 let (perts, _, _, rd, pd) = bulk_deltas(re, pe, self.input.control)?;
                 let s = pds::discrimination_scores(&perts, &rd, &pd, None, metric);
-                return Ok(perts
-                    .into_iter()
-                    .zip(s)
-                    .map(|(p, v)| (p, Some(v)))
-                    .collect());
+                return Ok(perts.into_iter().zip(s).map(|(p, v)| (p, Some(v))).collect());
             }
             _ => pds::discrimination_scores(
                 &self.perts,
@@ -330,45 +261,29 @@ impl<'a> AnndataContext<'a> {
                 metric,
             ),
         };
-        Ok(self
-            .perts
-            .iter()
-            .cloned()
-            .zip(scores)
-            .map(|(p, v)| (p, Some(v)))
-            .collect())
+        Ok(self.perts.iter().cloned().zip(scores).map(|(p, v)| (p, Some(v))).collect())
     }
 
     fn compute(&self, name: &str) -> Result<Entries, MetricError> {
         Ok(match name {
             // _generic_evaluation calls func(pred, real)
-            "pearson_delta" => self.per_pert(|i| {
-                error_metrics::pearson_f32(&self.pred_deltas[i], &self.real_deltas[i])
-            }),
+            "pearson_delta" => {
+                self.per_pert(|i| error_metrics::pearson_f32(&self.pred_deltas[i], &self.real_deltas[i]))
+            }
             "mse" => self.per_pert(|i| error_metrics::mse(self.pred_rows[i], self.real_rows[i])),
             "mae" => self.per_pert(|i| error_metrics::mae(self.pred_rows[i], self.real_rows[i])),
-            "mse_delta" => {
-                self.per_pert(|i| error_metrics::mse(&self.pred_deltas[i], &self.real_deltas[i]))
-            }
-            "mae_delta" => {
-                self.per_pert(|i| error_metrics::mae(&self.pred_deltas[i], &self.real_deltas[i]))
-            }
+            "mse_delta" => self.per_pert(|i| error_metrics::mse(&self.pred_deltas[i], &self.real_deltas[i])),
+            "mae_delta" => self.per_pert(|i| error_metrics::mae(&self.pred_deltas[i], &self.real_deltas[i])),
             "discrimination_score_l1" => self.pds(Distance::L1)?,
             "discrimination_score_l2" => self.pds(Distance::L2)?,
             "discrimination_score_cosine" => self.pds(Distance::Cosine)?,
             "pearson_edistance" => {
-                let cells = self
-                    .input
-                    .cells
-                    .ok_or(MetricError::NeedsCells("pearson_edistance"))?;
+                let cells = self.input.cells.ok_or(MetricError::NeedsCells("pearson_edistance"))?;
                 let v = edistance::pearson_edistance(cells, &self.perts, self.input.control)?;
                 repeat(&self.perts, v)
             }
             "clustering_agreement" => {
-                let cells = self
-                    .input
-                    .cells
-                    .ok_or(MetricError::NeedsCells("clustering_agreement"))?;
+                let cells = self.input.cells.ok_or(MetricError::NeedsCells("clustering_agreement"))?;
                 let v = clustering::clustering_agreement(cells, &self.perts)?;
                 repeat(&self.perts, v)
             }

@@ -118,11 +118,7 @@ fn polars_pairwise(f: &[f64]) -> f64 {
 pub fn polars_sum_f64(f: &[f64]) -> f64 {
     let rem = f.len() % BLOCK;
     let (rest, main) = f.split_at(rem);
-    let mainsum = if main.is_empty() {
-        0.0
-    } else {
-        polars_pairwise(main)
-    };
+    let mainsum = if main.is_empty() { 0.0 } else { polars_pairwise(main) };
     let mut restsum = -0.0;
     for &v in rest {
         restsum += v;
@@ -225,10 +221,7 @@ mod tests {
 
     #[test]
     fn ranks_average_ties() {
-        assert_eq!(
-            average_ranks(&[10.0, 20.0, 10.0, 5.0]),
-            vec![2.5, 4.0, 2.5, 1.0]
-        );
+        assert_eq!(average_ranks(&[10.0, 20.0, 10.0, 5.0]), vec![2.5, 4.0, 2.5, 1.0]);
     }
 
     #[test]

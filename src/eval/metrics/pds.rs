@@ -90,10 +90,7 @@ pub fn discrimination_scores(
                     _ => true,
                 }
             };
-            let dists: Vec<f64> = real_deltas
-                .iter()
-                .map(|r| metric.eval(r, &pred_deltas[p_idx], &keep))
-                .collect();
+            let dists: Vec<f64> = real_deltas.iter().map(|r| metric.eval(r, &pred_deltas[p_idx], &keep)).collect();
             let own = dists[p_idx];
             let rank = dists.iter().filter(|&&d| d < own).count();
             1.0 - rank as f64 / n as f64
