@@ -338,12 +338,17 @@ impl<'a> Trainer<'a> {
         let loss_value = loss.to_scalar::<f32>()? as f64;
         if !loss_value.is_finite() {
             return Err(ModelError::Input(format!(
-                "training loss is {loss_value} at step {}: stopping without saving (the last checkpoint is kept); \
-                 lower lr or check the data for extreme values",
+                "training diverged: loss is {loss_value} at step {}; stopping without saving (the last checkpoint \
+                 is kept); lower lr or check the data for extreme values",
                 self.state.step + 1
             )));
         }
-        let stats = self.optim.backward_step(&loss)?;
+        let stats = self.optim.backward_step(&loss).map_err(|e| match e {
+            ModelError::Input(m) if m.contains("non-finite") => ModelError::Input(format!(
+                "training diverged: {m}; stopping without saving (the last checkpoint is kept); lower lr"
+            )),
+            other => other,
+        })?;
         self.state.step += 1;
         let seconds = started.elapsed().as_secs_f64();
         let cells = (sets.len() * self.model_cfg.cell_set_len) as f64;
