@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod device;
+pub mod gpu_check;
 pub mod info;
 pub mod predict;
 pub mod progress;
@@ -32,6 +33,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Predict a held-out split with a trained model or a baseline (VCC-style real/pred .h5ad pair).
     Predict(predict::PredictArgs),
+    /// Check that the CPU and a CUDA device compute the same ST forward pass and training step.
+    GpuCheck(gpu_check::GpuCheckArgs),
 }
 
 /// Parse the command line, run the command, map errors to a message and exit code 1.
@@ -53,5 +56,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Runs(args) => runs::run(args),
         Command::Train(args) => train::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::GpuCheck(args) => gpu_check::run(args),
     }
 }

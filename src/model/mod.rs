@@ -13,6 +13,7 @@
 //! `softmax_last_dim` and `rope` have no backward (design/deps.md §5).
 pub mod baselines;
 pub mod checkpoint;
+pub mod device_check;
 pub mod error;
 pub mod llama;
 pub mod loss;
