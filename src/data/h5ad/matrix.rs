@@ -1,0 +1,420 @@
+//! Expression matrices on disk (`X`, `layers/*`): CSR/CSC groups and dense 2-D datasets.
+//!
+//! Everything read from a file is validated before it reaches `sprs` (which panics or misbehaves on bad
+//! structure): indptr length, start, monotonicity and end, index bounds, and duplicate indices. Unsorted column
+//! indices within a row are sorted, since scipy allows them.
+
+use hdf5::{Dataset, File, LocationType};
+use ndarray::Array2;
+
+use super::error::{At, Ctx, Result};
+use super::hdf;
+use crate::data::anndata::{CsrMatrix, MatrixEncoding, StoredDtype, XMatrix};
+
+/// What `x_info()` reports: read from attributes and dataset shapes only, never from the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct XInfo {
+    pub encoding: MatrixEncoding,
+    pub dtype: StoredDtype,
+    /// (n_obs, n_vars)
+    pub shape: (usize, usize),
+    /// Stored entries; sparse only.
+    pub nnz: Option<u64>,
+}
+
+/// An opened matrix element.
+pub(crate) enum MatrixNode {
+    Sparse(SparseNode),
+    Dense(DenseNode),
+}
+
+pub(crate) struct SparseNode {
+    pub element: String,
+    pub csc: bool,
+    pub shape: (usize, usize),
+    pub data: Dataset,
+    pub indices: Dataset,
+    pub indptr: Dataset,
+    pub nnz: usize,
+}
+
+pub(crate) struct DenseNode {
+    pub element: String,
+    pub ds: Dataset,
+    pub shape: (usize, usize),
+}
+
+impl MatrixNode {
+    /// Opens `element` (e.g. `/X`, `/layers/counts`) and checks its metadata (encoding, shape, lengths).
+    pub fn open(ctx: Ctx<'_>, file: &File, element: &str) -> Result<Self> {
+        let name = element.trim_start_matches('/');
+        if !file.link_exists(name) {
+            return Err(ctx.missing(element));
+        }
+        match file.loc_type_by_name(name).at(ctx, element)? {
+            LocationType::Dataset => {
+                let ds = file.dataset(name).at(ctx, element)?;
+                DenseNode::open(ctx, ds, element).map(MatrixNode::Dense)
+            }
+            LocationType::Group => SparseNode::open(ctx, file, element).map(MatrixNode::Sparse),
+            #[allow(unreachable_patterns)]
+            _ => Err(ctx.invalid(element, "expected a group or a dataset")),
+        }
+    }
+
+    pub fn shape(&self) -> (usize, usize) {
+        match self {
+            MatrixNode::Sparse(s) => s.shape,
+            MatrixNode::Dense(d) => d.shape,
+        }
+    }
+
+    pub fn info(&self, ctx: Ctx<'_>) -> Result<XInfo> {
+        let (encoding, ds, element, nnz) = match self {
+            MatrixNode::Sparse(s) => (
+                if s.csc {
+                    MatrixEncoding::Csc
+                } else {
+                    MatrixEncoding::Csr
+                },
+                &s.data,
+                format!("{}/data", s.element),
+                Some(s.nnz as u64),
+            ),
+            MatrixNode::Dense(d) => (MatrixEncoding::Dense, &d.ds, d.element.clone(), None),
+        };
+        let desc = hdf::descriptor(ctx, ds, &element)?;
+        let dtype = desc
+            .stored_dtype()
+            .ok_or_else(|| ctx.dtype(&element, &desc))?;
+        Ok(XInfo {
+            encoding,
+            dtype,
+            shape: self.shape(),
+            nnz,
+        })
+    }
+
+    /// The whole matrix; CSC is converted to CSR.
+    pub fn read_all(&self, ctx: Ctx<'_>) -> Result<XMatrix> {
+        match self {
+            MatrixNode::Sparse(s) if s.csc => s.read_csc_as_csr(ctx).map(XMatrix::Sparse),
+            MatrixNode::Sparse(s) => {
+                let indptr = s.read_indptr(ctx)?;
+                s.read_csr_rows(ctx, &indptr, 0, s.shape.0)
+                    .map(XMatrix::Sparse)
+            }
+            MatrixNode::Dense(d) => d.read_rows(ctx, 0, d.shape.0).map(XMatrix::Dense),
+        }
+    }
+}
+
+impl DenseNode {
+    fn open(ctx: Ctx<'_>, ds: Dataset, element: &str) -> Result<Self> {
+        if let Some(enc) = hdf::encoding_type(ctx, &ds, element)? {
+            if enc != "array" {
+                return Err(ctx.encoding(element, &enc));
+            }
+        }
+        let shape = match ds.get_shape().at(ctx, element)?.as_slice() {
+            [r, c] => (*r, *c),
+            other => {
+                return Err(ctx.invalid(
+                    element,
+                    format!("a dense matrix must be 2-D, found shape {other:?}"),
+                ))
+            }
+        };
+        Ok(DenseNode {
+            element: element.to_owned(),
+            ds,
+            shape,
+        })
+    }
+
+    /// Rows `[start, end)` as f32 (any numeric or bool dtype).
+    pub fn read_rows(&self, ctx: Ctx<'_>, start: usize, end: usize) -> Result<Array2<f32>> {
+        check_range(ctx, &self.element, start, end, self.shape.0)?;
+        let desc = hdf::descriptor(ctx, &self.ds, &self.element)?;
+        let sel = hdf::row_block(start, end);
+        match desc.stored_dtype() {
+            Some(StoredDtype::Bool) => Ok(self
+                .ds
+                .read_slice_2d::<bool, _>(sel)
+                .at(ctx, &self.element)?
+                .mapv(|b| if b { 1.0 } else { 0.0 })),
+            Some(_) => self.ds.read_slice_2d::<f32, _>(sel).at(ctx, &self.element),
+            None => Err(ctx.dtype(&self.element, desc)),
+        }
+    }
+}
+
+impl SparseNode {
+    fn open(ctx: Ctx<'_>, file: &File, element: &str) -> Result<Self> {
+        let name = element.trim_start_matches('/');
+        let group = file.group(name).at(ctx, element)?;
+        let csc = match hdf::encoding_type(ctx, &group, element)?.as_deref() {
+            Some("csr_matrix") => false,
+            Some("csc_matrix") => true,
+            Some(other) => return Err(ctx.encoding(element, other)),
+            // Files written before anndata 0.7 (h5sparse) carry `h5sparse_format` instead.
+            None => {
+                match hdf::attr_string(ctx, &group, element, "h5sparse_format")?.as_deref() {
+                    Some("csr") => false,
+                    Some("csc") => true,
+                    Some(other) => return Err(ctx.encoding(element, other)),
+                    None => return Err(ctx.invalid(
+                        element,
+                        "group has no encoding-type attribute (expected csr_matrix or csc_matrix)",
+                    )),
+                }
+            }
+        };
+        let shape = match hdf::attr_u64s(ctx, &group, element, "shape")? {
+            Some(s) => s,
+            None => hdf::attr_u64s(ctx, &group, element, "h5sparse_shape")?
+                .ok_or_else(|| ctx.missing(&format!("{element} (attribute 'shape')")))?,
+        };
+        let shape = match shape.as_slice() {
+            [r, c] => (to_usize(ctx, element, *r)?, to_usize(ctx, element, *c)?),
+            other => {
+                return Err(ctx.invalid(
+                    element,
+                    format!("shape attribute must have 2 entries, found {other:?}"),
+                ))
+            }
+        };
+        let member = |m: &str| -> Result<Dataset> {
+            let el = format!("{element}/{m}");
+            if !group.link_exists(m) {
+                return Err(ctx.missing(&el));
+            }
+            group.dataset(m).at(ctx, &el)
+        };
+        let (data, indices, indptr) = (member("data")?, member("indices")?, member("indptr")?);
+        let nnz = hdf::len_1d(ctx, &data, &format!("{element}/data"))?;
+        let n_indices = hdf::len_1d(ctx, &indices, &format!("{element}/indices"))?;
+        if n_indices != nnz {
+            return Err(ctx.invalid(
+                &format!("{element}/indices"),
+                format!("length {n_indices} differs from data length {nnz}"),
+            ));
+        }
+        let major = if csc { shape.1 } else { shape.0 };
+        let n_indptr = hdf::len_1d(ctx, &indptr, &format!("{element}/indptr"))?;
+        if n_indptr != major + 1 {
+            return Err(ctx.invalid(
+                &format!("{element}/indptr"),
+                format!(
+                    "length {n_indptr}, expected {} ({} {} + 1, from the shape attribute {:?})",
+                    major + 1,
+                    major,
+                    if csc { "columns" } else { "rows" },
+                    shape
+                ),
+            ));
+        }
+        // Indices are held as u32 in memory (see `CsrMatrix`).
+        if u32::try_from(shape.0).is_err() || u32::try_from(shape.1).is_err() {
+            return Err(ctx.unsupported(element, "dimensions of 2^32 or more"));
+        }
+        Ok(SparseNode {
+            element: element.to_owned(),
+            csc,
+            shape,
+            data,
+            indices,
+            indptr,
+            nnz,
+        })
+    }
+
+    /// The whole indptr, validated: starts at 0, never decreases, ends at nnz.
+    pub fn read_indptr(&self, ctx: Ctx<'_>) -> Result<Vec<usize>> {
+        let element = format!("{}/indptr", self.element);
+        let raw = hdf::read_u64(ctx, &self.indptr, &element, None)?;
+        let mut out = Vec::with_capacity(raw.len());
+        let mut prev = 0u64;
+        for (i, &v) in raw.iter().enumerate() {
+            if i == 0 && v != 0 {
+                return Err(ctx.invalid(&element, format!("must start at 0, starts at {v}")));
+            }
+            if v < prev {
+                return Err(ctx.invalid(
+                    &element,
+                    format!(
+                        "not monotone: indptr[{i}] = {v} < indptr[{}] = {prev}",
+                        i - 1
+                    ),
+                ));
+            }
+            prev = v;
+            out.push(to_usize(ctx, &element, v)?);
+        }
+        if prev != self.nnz as u64 {
+            return Err(ctx.invalid(
+                &element,
+                format!(
+                    "out of range: last entry is {prev} but data has {} stored values",
+                    self.nnz
+                ),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Minor-axis indices `[a, b)` checked against `bound`, as u32.
+    fn read_indices(&self, ctx: Ctx<'_>, a: usize, b: usize, bound: usize) -> Result<Vec<u32>> {
+        let element = format!("{}/indices", self.element);
+        let raw = hdf::read_u64(ctx, &self.indices, &element, Some(a..b))?;
+        raw.into_iter()
+            .enumerate()
+            .map(|(k, v)| {
+                if v >= bound as u64 {
+                    let axis = if self.csc { "n_obs" } else { "n_vars" };
+                    Err(ctx.invalid(
+                        &element,
+                        format!("indices[{}] = {v} out of range ({axis} = {bound})", a + k),
+                    ))
+                } else {
+                    // bound <= u32::MAX was checked at open
+                    Ok(v as u32)
+                }
+            })
+            .collect()
+    }
+
+    /// Rows `[start, end)` of a CSR matrix, reading only that slice of `indices` and `data`.
+    pub fn read_csr_rows(
+        &self,
+        ctx: Ctx<'_>,
+        indptr: &[usize],
+        start: usize,
+        end: usize,
+    ) -> Result<CsrMatrix> {
+        check_range(ctx, &self.element, start, end, self.shape.0)?;
+        let bounds = indptr.get(start).zip(indptr.get(end));
+        let (&a, &b) = bounds.ok_or_else(|| ctx.invalid(&self.element, "indptr too short"))?;
+        let indices = self.read_indices(ctx, a, b, self.shape.1)?;
+        let data = hdf::read_f32(
+            ctx,
+            &self.data,
+            &format!("{}/data", self.element),
+            Some(a..b),
+        )?;
+        let local: Vec<usize> = indptr
+            .get(start..=end)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p - a)
+            .collect();
+        build_csr(
+            ctx,
+            &self.element,
+            (end - start, self.shape.1),
+            local,
+            indices,
+            data,
+        )
+    }
+
+    /// A whole CSC matrix, transposed into CSR (rows come out with sorted columns).
+    fn read_csc_as_csr(&self, ctx: Ctx<'_>) -> Result<CsrMatrix> {
+        let (n_rows, n_cols) = self.shape;
+        let colptr = self.read_indptr(ctx)?;
+        let rows = self.read_indices(ctx, 0, self.nnz, n_rows)?;
+        let vals = hdf::read_f32(ctx, &self.data, &format!("{}/data", self.element), None)?;
+        let mut indptr = vec![0usize; n_rows + 1];
+        for &r in &rows {
+            indptr[r as usize + 1] += 1;
+        }
+        for i in 0..n_rows {
+            indptr[i + 1] += indptr[i];
+        }
+        let mut next = indptr.clone();
+        let mut indices = vec![0u32; self.nnz];
+        let mut data = vec![0f32; self.nnz];
+        for col in 0..n_cols {
+            for k in colptr[col]..colptr[col + 1] {
+                let r = rows[k] as usize;
+                indices[next[r]] = col as u32;
+                data[next[r]] = vals[k];
+                next[r] += 1;
+            }
+        }
+        build_csr(ctx, &self.element, self.shape, indptr, indices, data)
+    }
+}
+
+/// Dense rows to CSR, dropping exact zeros (NaN is kept: it is not zero).
+pub(crate) fn dense_to_csr(ctx: Ctx<'_>, element: &str, a: &Array2<f32>) -> Result<CsrMatrix> {
+    let mut indptr = Vec::with_capacity(a.nrows() + 1);
+    let mut indices = Vec::new();
+    let mut data = Vec::new();
+    indptr.push(0);
+    for row in a.rows() {
+        for (j, &v) in row.iter().enumerate() {
+            if v != 0.0 {
+                indices.push(j as u32);
+                data.push(v);
+            }
+        }
+        indptr.push(data.len());
+    }
+    build_csr(ctx, element, a.dim(), indptr, indices, data)
+}
+
+/// Sorts each row's column indices if needed, rejects duplicates, and builds the matrix with `try_new`.
+/// Callers guarantee `indptr` is monotone, starts at 0 and ends at `data.len()`, and indices < cols.
+pub(crate) fn build_csr(
+    ctx: Ctx<'_>,
+    element: &str,
+    shape: (usize, usize),
+    indptr: Vec<usize>,
+    mut indices: Vec<u32>,
+    mut data: Vec<f32>,
+) -> Result<CsrMatrix> {
+    if data.len() != indices.len() {
+        return Err(ctx.invalid(element, "data and indices differ in length"));
+    }
+    for (row, w) in indptr.windows(2).enumerate() {
+        let (a, b) = (w[0], w[1]);
+        let Some(idx) = indices.get(a..b) else {
+            return Err(ctx.invalid(element, format!("row {row} runs past the stored values")));
+        };
+        if !idx.windows(2).all(|p| p[0] < p[1]) {
+            let mut pairs: Vec<(u32, f32)> = idx
+                .iter()
+                .copied()
+                .zip(data[a..b].iter().copied())
+                .collect();
+            pairs.sort_by_key(|p| p.0);
+            if let Some(p) = pairs.windows(2).find(|p| p[0].0 == p[1].0) {
+                return Err(ctx.invalid(
+                    &format!("{element}/indices"),
+                    format!("duplicate column index {} in row {row}", p[0].0),
+                ));
+            }
+            for (k, (c, v)) in pairs.into_iter().enumerate() {
+                indices[a + k] = c;
+                data[a + k] = v;
+            }
+        }
+    }
+    CsrMatrix::try_new(shape, indptr, indices, data)
+        .map_err(|(_, _, _, e)| ctx.invalid(element, format!("invalid sparse structure: {e}")))
+}
+
+fn check_range(ctx: Ctx<'_>, element: &str, start: usize, end: usize, n: usize) -> Result<()> {
+    if start > end || end > n {
+        return Err(ctx.invalid(
+            element,
+            format!("row range {start}..{end} is outside 0..{n}"),
+        ));
+    }
+    Ok(())
+}
+
+fn to_usize(ctx: Ctx<'_>, element: &str, v: u64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| ctx.invalid(element, format!("value {v} too large")))
+}
