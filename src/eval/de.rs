@@ -148,7 +148,11 @@ pub fn log2_fold_change(t: f32, r: f32) -> f64 {
     }
 }
 
-/// (t − r)/r of the f32 means in f64, 0/0 = 0, t/0 = inf (as in the fixtures).
+/// (t − r)/r in f64 of the f32 means, 0/0 = 0, t/0 = inf (as in the fixtures).
+///
+/// Not bit-exact: cell-eval's `percent_change` agrees with this on most rows and differs by a few f32 ulps of the
+/// means on the others, consistent with pdex taking it from numpy's SVML `expm1` rather than glibc's `expm1f`
+/// (which gives `target_mean`). No metric uses it.
 pub fn percent_change(t: f32, r: f32) -> f64 {
     if t == 0.0 && r == 0.0 {
         0.0

@@ -24,7 +24,8 @@ pub fn short_list(items: &[String], max: usize) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
-    #[error("cannot read {file}: {message}")]
+    /// The file could not be read (the message names the file and element).
+    #[error("{message}")]
     Read { file: String, message: String },
 
     #[error(

@@ -21,6 +21,7 @@ use ndarray::Array2;
 use super::error::{short_list, EvalError, Result};
 use super::normalize::{decide_transform, ScanStats, Transform};
 use crate::data::anndata::{AnnData, Categorical, Column, CsrMatrix, MatrixEncoding, XMatrix};
+use crate::data::h5ad::H5adReader;
 use crate::progress::Progress;
 
 /// Read access to one AnnData file, in row chunks. Implemented by the `.h5ad` reader and by in-memory
@@ -104,9 +105,89 @@ impl CellSource for AnnData {
             .map(|(_, a)| a.clone())
             .ok_or_else(|| EvalError::Read {
                 file: "<memory>".to_owned(),
-                message: format!("no obsm key '{key}'"),
+                message: format!("<memory>: no obsm key '{key}'"),
             })
     }
+}
+
+fn h5ad_err(e: crate::data::h5ad::H5adError) -> EvalError {
+    EvalError::Read {
+        file: String::new(),
+        message: e.to_string(),
+    }
+}
+
+/// The `.h5ad` reader as a [`CellSource`] (rows streamed from disk; CSC `X` is not streamable and is refused
+/// with the reader's message).
+impl CellSource for H5adReader {
+    fn shape(&self) -> (usize, usize) {
+        self.x_info().map(|i| i.shape).unwrap_or((0, 0))
+    }
+    fn encoding(&self) -> MatrixEncoding {
+        self.x_info()
+            .map(|i| i.encoding)
+            .unwrap_or(MatrixEncoding::Csr)
+    }
+    fn var_names(&self) -> Result<Vec<String>> {
+        H5adReader::var_names(self).map_err(h5ad_err)
+    }
+    fn obs_column_names(&self) -> Result<Vec<String>> {
+        H5adReader::obs_column_names(self).map_err(h5ad_err)
+    }
+    fn obs_column(&self, name: &str) -> Result<Option<Column>> {
+        if !H5adReader::obs_column_names(self)
+            .map_err(h5ad_err)?
+            .iter()
+            .any(|c| c == name)
+        {
+            return Ok(None);
+        }
+        H5adReader::obs_column(self, name)
+            .map(Some)
+            .map_err(h5ad_err)
+    }
+    fn read_rows(&self, start: usize, end: usize) -> Result<CsrMatrix> {
+        self.read_x_rows(start, end).map_err(h5ad_err)
+    }
+    fn read_obsm(&self, key: &str) -> Result<Array2<f32>> {
+        H5adReader::read_obsm(self, key).map_err(h5ad_err)
+    }
+    fn nnz_hint(&self) -> Option<u64> {
+        self.x_info().ok().and_then(|i| i.nnz)
+    }
+}
+
+/// Open an `.h5ad` file for streaming; checks that `X`'s shape can be read.
+pub fn open_h5ad(path: &Path) -> Result<Box<dyn CellSource>> {
+    let r = H5adReader::open(path).map_err(h5ad_err)?;
+    r.x_info().map_err(h5ad_err)?;
+    Ok(Box::new(r))
+}
+
+/// Check and prepare the real/pred pair at these paths (cell-eval's `_build_anndata_pair`): opens both files,
+/// scans each `X` once, runs every check in cell-eval's order (module docs). Nothing is computed on a pair that
+/// fails a check.
+pub fn load_pair(
+    real: &Path,
+    pred: &Path,
+    opts: &InputOptions,
+    progress: &dyn Progress,
+) -> Result<(PreparedFile, PreparedFile)> {
+    // 1. read real, then pred
+    let r = open_h5ad(real)?;
+    let p = open_h5ad(pred)?;
+    load_pair_sources((real, r), (pred, p), opts, progress)
+}
+
+/// Open, scan and check one `.h5ad` file on its own (e.g. `baseline` DE): perturbation column, control,
+/// NaN/inf and unused categories.
+pub fn prepare_file(
+    path: &Path,
+    opts: &InputOptions,
+    progress: &dyn Progress,
+) -> Result<PreparedFile> {
+    let s = open_h5ad(path)?;
+    prepare_source(path, s, opts, progress)
 }
 
 /// Options of the input stage (cell-eval's defaults in [`Default`]).
