@@ -1,0 +1,238 @@
+//! `real_de.csv` / `pred_de.csv` exactly as cell-eval writes them (polars `write_csv` of pdex's frame):
+//! f32 means in shortest f32 form, other floats in shortest f64 form (ryu, as polars: `9.962694218715363e-6`,
+//! `1.0`, `NaN`, `inf`), memberships as integers. Written atomically (temporary file + rename).
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use super::error::{EvalError, Result};
+use super::types::DeTable;
+
+/// The DE CSV header, in cell-eval's column order.
+pub const DE_COLUMNS: [&str; 11] = [
+    "target",
+    "feature",
+    "target_mean",
+    "ref_mean",
+    "target_membership",
+    "ref_membership",
+    "log2_fold_change",
+    "percent_change",
+    "p_value",
+    "statistic",
+    "fdr",
+];
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
+    move |source| EvalError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A CSV field, quoted as polars does when it holds a separator, quote or line break.
+fn write_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
+    if s.contains([',', '"', '\n', '\r']) {
+        write!(w, "\"{}\"", s.replace('"', "\"\""))
+    } else {
+        w.write_all(s.as_bytes())
+    }
+}
+
+/// Write `table` as CSV to any writer.
+pub fn write_de<W: Write>(table: &DeTable, w: &mut W) -> std::io::Result<()> {
+    let mut f32b = ryu::Buffer::new();
+    let mut f64b = ryu::Buffer::new();
+    w.write_all(DE_COLUMNS.join(",").as_bytes())?;
+    w.write_all(b"\n")?;
+    for i in 0..table.n_rows() {
+        write_str(w, &table.targets[table.target_idx[i] as usize])?;
+        w.write_all(b",")?;
+        write_str(w, &table.features[table.feature_idx[i] as usize])?;
+        write!(
+            w,
+            ",{},{},{},{},",
+            f32b.format(table.target_mean[i]),
+            f64b.format(table.ref_mean[i]),
+            table.target_membership[i],
+            table.ref_membership[i]
+        )?;
+        for (k, v) in [
+            table.log2_fold_change[i],
+            table.percent_change[i],
+            table.p_value[i],
+            table.statistic[i],
+            table.fdr[i],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if k > 0 {
+                w.write_all(b",")?;
+            }
+            w.write_all(f64b.format(v).as_bytes())?;
+        }
+        w.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Write `table` to `path` atomically: a temporary file in the same folder, then a rename.
+pub fn write_de_csv(table: &DeTable, path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let res = (|| {
+        let f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        write_de(table, &mut w).map_err(io_err(&tmp))?;
+        let f = w.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io_err(path))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+fn parse_f64(s: &str) -> Option<f64> {
+    // polars spells the specials inf, -inf and NaN; an empty field is a null, read as NaN
+    if s.is_empty() {
+        return Some(f64::NAN);
+    }
+    s.parse::<f64>().ok()
+}
+
+fn parse_count(s: &str) -> Option<u64> {
+    s.parse::<u64>().ok().or_else(|| {
+        let f: f64 = s.parse().ok()?;
+        (f >= 0.0 && f.fract() == 0.0 && f < 2f64.powi(63)).then_some(f as u64)
+    })
+}
+
+/// Read a DE CSV (`--de-real/--de-pred`): the eleven columns by name (others ignored), rows in file order.
+pub fn read_de_csv(path: &Path) -> Result<DeTable> {
+    let file = std::fs::File::open(path).map_err(io_err(path))?;
+    read_de(std::io::BufReader::with_capacity(1 << 20, file), path)
+}
+
+/// Read a DE CSV from any reader; `path` names it in errors.
+pub fn read_de<R: std::io::Read>(reader: R, path: &Path) -> Result<DeTable> {
+    let csv_err = |e: csv::Error| EvalError::Csv {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(reader);
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(csv_err)?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let mut idx = [0usize; 11];
+    let mut missing = Vec::new();
+    for (k, col) in DE_COLUMNS.iter().enumerate() {
+        match header.iter().position(|h| h == col) {
+            Some(p) => idx[k] = p,
+            None => missing.push(col.to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(EvalError::CsvMissingColumn {
+            path: path.to_owned(),
+            missing: missing.join(", "),
+            header: header.join(","),
+        });
+    }
+    let mut t = DeTable::default();
+    let mut targets: HashMap<String, u32> = HashMap::new();
+    let mut features: HashMap<String, u32> = HashMap::new();
+    let mut record = csv::StringRecord::new();
+    while rdr.read_record(&mut record).map_err(csv_err)? {
+        let line = record.position().map_or(0, |p| p.line());
+        let field = |k: usize| record.get(idx[k]).unwrap_or("");
+        let bad = |k: usize| EvalError::CsvBadNumber {
+            path: path.to_owned(),
+            line,
+            column: DE_COLUMNS[k].to_owned(),
+            value: field(k).to_owned(),
+        };
+        let f64_at = |k: usize| parse_f64(field(k)).ok_or_else(|| bad(k));
+        let intern = |map: &mut HashMap<String, u32>, list: &mut Vec<String>, s: &str| -> u32 {
+            if let Some(&i) = map.get(s) {
+                return i;
+            }
+            let i = list.len() as u32;
+            list.push(s.to_owned());
+            map.insert(s.to_owned(), i);
+            i
+        };
+        let ti = intern(&mut targets, &mut t.targets, field(0));
+        let fi = intern(&mut features, &mut t.features, field(1));
+        t.target_idx.push(ti);
+        t.feature_idx.push(fi);
+        t.target_mean
+            .push(field(2).parse::<f32>().map_err(|_| bad(2))?);
+        t.ref_mean
+            .push(field(3).parse::<f32>().map_err(|_| bad(3))?);
+        t.target_membership
+            .push(parse_count(field(4)).ok_or_else(|| bad(4))?);
+        t.ref_membership
+            .push(parse_count(field(5)).ok_or_else(|| bad(5))?);
+        t.log2_fold_change.push(f64_at(6)?);
+        t.percent_change.push(f64_at(7)?);
+        t.p_value.push(f64_at(8)?);
+        t.statistic.push(f64_at(9)?);
+        t.fdr.push(f64_at(10)?);
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_formats() {
+        let t = DeTable {
+            targets: vec!["G1".into()],
+            features: vec!["A".into(), "B,2".into()],
+            target_idx: vec![0, 0],
+            feature_idx: vec![0, 1],
+            target_mean: vec![9.730496, 0.0],
+            ref_mean: vec![10.662123, 0.0],
+            target_membership: vec![33, 33],
+            ref_membership: vec![60, 60],
+            log2_fold_change: vec![-0.13190938158066018, f64::INFINITY],
+            percent_change: vec![-0.08737718968240381, f64::NAN],
+            p_value: vec![9.962694218715363e-6, 1.0],
+            statistic: vec![895.0, 990.0],
+            fdr: vec![0.9189077636254538, 1.0],
+        };
+        let mut buf = Vec::new();
+        write_de(&t, &mut buf).unwrap();
+        let s = String::from_utf8(buf.clone()).unwrap();
+        assert_eq!(
+            s.lines().nth(1).unwrap(),
+            "G1,A,9.730496,10.662123,33,60,-0.13190938158066018,-0.08737718968240381,9.962694218715363e-6,895.0,0.9189077636254538"
+        );
+        assert_eq!(
+            s.lines().nth(2).unwrap(),
+            "G1,\"B,2\",0.0,0.0,33,60,inf,NaN,1.0,990.0,1.0"
+        );
+        let back = read_de(&buf[..], Path::new("x.csv")).unwrap();
+        assert_eq!(back.features, t.features);
+        assert_eq!(back.target_mean, t.target_mean);
+        assert!(back.percent_change[1].is_nan());
+    }
+}

@@ -1,0 +1,594 @@
+//! Opening, scanning and checking a real/pred pair, in cell-eval's order (`tests/fixtures/errors/README.md`):
+//!
+//! 1. open real, then pred;
+//! 2. one streaming pass over each `X` (real, then pred): log1p / integer check, cell totals for the count
+//!    normalisation, NaN/inf and negative counts, stored non-zeros per cell;
+//! 3. gene count; 4. `var_names` order; 5. perturbation column in real, then pred;
+//! 6. label sets (unique strings of the cells' labels; a missing label counts as "nan", as in cell-eval);
+//! 7. control in real, then pred;
+//! 8. what pdex would crash on, real then pred: NaN/inf in `X`, then categories with no cells.
+//!    cell-eval crashes with `ZeroDivisionError` on an unused category; we stop with a clear error instead.
+//!
+//! Nothing is computed on a pair that fails a check, so no half-written DE table exists. Only O(n_cells)
+//! scalars are kept per file (category codes, one scale factor, one non-zero count); `X` is re-read in row
+//! chunks by the DE and pseudobulk passes.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+
+use super::error::{short_list, EvalError, Result};
+use super::normalize::{decide_transform, ScanStats, Transform};
+use crate::data::anndata::{AnnData, Categorical, Column, CsrMatrix, MatrixEncoding, XMatrix};
+use crate::data::h5ad::H5adReader;
+use crate::progress::Progress;
+
+/// Read access to one AnnData file, in row chunks. Implemented by the `.h5ad` reader and by in-memory
+/// [`AnnData`] (tests, synthetic data).
+pub trait CellSource {
+    /// (n_obs, n_vars).
+    fn shape(&self) -> (usize, usize);
+    /// How `X` is stored (the column-mean recipe depends on it).
+    fn encoding(&self) -> MatrixEncoding;
+    fn var_names(&self) -> Result<Vec<String>>;
+    fn obs_column_names(&self) -> Result<Vec<String>>;
+    /// The named obs column, `Ok(None)` if absent.
+    fn obs_column(&self, name: &str) -> Result<Option<Column>>;
+    /// Rows `start..end` of `X` as CSR (sorted columns; zeros of a dense X dropped).
+    fn read_rows(&self, start: usize, end: usize) -> Result<CsrMatrix>;
+    /// An `obsm` entry (`n_obs × d`).
+    fn read_obsm(&self, key: &str) -> Result<Array2<f32>>;
+    /// Stored entries of `X` if known cheaply (for chunk sizing).
+    fn nnz_hint(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// In-memory AnnData as a [`CellSource`].
+impl CellSource for AnnData {
+    fn shape(&self) -> (usize, usize) {
+        self.x.shape()
+    }
+    fn encoding(&self) -> MatrixEncoding {
+        match self.x {
+            XMatrix::Sparse(_) => MatrixEncoding::Csr,
+            XMatrix::Dense(_) => MatrixEncoding::Dense,
+        }
+    }
+    fn var_names(&self) -> Result<Vec<String>> {
+        Ok(self.var.index.clone())
+    }
+    fn obs_column_names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .obs
+            .column_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect())
+    }
+    fn obs_column(&self, name: &str) -> Result<Option<Column>> {
+        Ok(self.obs.column(name).cloned())
+    }
+    fn read_rows(&self, start: usize, end: usize) -> Result<CsrMatrix> {
+        match &self.x {
+            XMatrix::Sparse(m) => {
+                let view = m.slice_outer(start..end);
+                Ok(view.to_owned())
+            }
+            XMatrix::Dense(a) => {
+                let mut indptr = vec![0usize];
+                let mut indices = Vec::new();
+                let mut data = Vec::new();
+                for r in start..end {
+                    for (c, &v) in a.row(r).iter().enumerate() {
+                        if v != 0.0 {
+                            indices.push(c as u32);
+                            data.push(v);
+                        }
+                    }
+                    indptr.push(indices.len());
+                }
+                Ok(CsrMatrix::new(
+                    (end - start, a.ncols()),
+                    indptr,
+                    indices,
+                    data,
+                ))
+            }
+        }
+    }
+    fn read_obsm(&self, key: &str) -> Result<Array2<f32>> {
+        self.obsm
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, a)| a.clone())
+            .ok_or_else(|| EvalError::Read {
+                file: "<memory>".to_owned(),
+                message: format!("<memory>: no obsm key '{key}'"),
+            })
+    }
+}
+
+fn h5ad_err(e: crate::data::h5ad::H5adError) -> EvalError {
+    EvalError::Read {
+        file: String::new(),
+        message: e.to_string(),
+    }
+}
+
+/// The `.h5ad` reader as a [`CellSource`] (rows streamed from disk; CSC `X` is not streamable and is refused
+/// with the reader's message).
+impl CellSource for H5adReader {
+    fn shape(&self) -> (usize, usize) {
+        self.x_info().map(|i| i.shape).unwrap_or((0, 0))
+    }
+    fn encoding(&self) -> MatrixEncoding {
+        self.x_info()
+            .map(|i| i.encoding)
+            .unwrap_or(MatrixEncoding::Csr)
+    }
+    fn var_names(&self) -> Result<Vec<String>> {
+        H5adReader::var_names(self).map_err(h5ad_err)
+    }
+    fn obs_column_names(&self) -> Result<Vec<String>> {
+        H5adReader::obs_column_names(self).map_err(h5ad_err)
+    }
+    fn obs_column(&self, name: &str) -> Result<Option<Column>> {
+        if !H5adReader::obs_column_names(self)
+            .map_err(h5ad_err)?
+            .iter()
+            .any(|c| c == name)
+        {
+            return Ok(None);
+        }
+        H5adReader::obs_column(self, name)
+            .map(Some)
+            .map_err(h5ad_err)
+    }
+    fn read_rows(&self, start: usize, end: usize) -> Result<CsrMatrix> {
+        self.read_x_rows(start, end).map_err(h5ad_err)
+    }
+    fn read_obsm(&self, key: &str) -> Result<Array2<f32>> {
+        H5adReader::read_obsm(self, key).map_err(h5ad_err)
+    }
+    fn nnz_hint(&self) -> Option<u64> {
+        self.x_info().ok().and_then(|i| i.nnz)
+    }
+}
+
+/// Open an `.h5ad` file for streaming; checks that `X`'s shape can be read.
+pub fn open_h5ad(path: &Path) -> Result<Box<dyn CellSource>> {
+    let r = H5adReader::open(path).map_err(h5ad_err)?;
+    r.x_info().map_err(h5ad_err)?;
+    Ok(Box::new(r))
+}
+
+/// Check and prepare the real/pred pair at these paths (cell-eval's `_build_anndata_pair`): opens both files,
+/// scans each `X` once, runs every check in cell-eval's order (module docs). Nothing is computed on a pair that
+/// fails a check.
+pub fn load_pair(
+    real: &Path,
+    pred: &Path,
+    opts: &InputOptions,
+    progress: &dyn Progress,
+) -> Result<(PreparedFile, PreparedFile)> {
+    // 1. read real, then pred
+    let r = open_h5ad(real)?;
+    let p = open_h5ad(pred)?;
+    load_pair_sources((real, r), (pred, p), opts, progress)
+}
+
+/// Open, scan and check one `.h5ad` file on its own (e.g. `baseline` DE): perturbation column, control,
+/// NaN/inf and unused categories.
+pub fn prepare_file(
+    path: &Path,
+    opts: &InputOptions,
+    progress: &dyn Progress,
+) -> Result<PreparedFile> {
+    let s = open_h5ad(path)?;
+    prepare_source(path, s, opts, progress)
+}
+
+/// Options of the input stage (cell-eval's defaults in [`Default`]).
+#[derive(Debug, Clone)]
+pub struct InputOptions {
+    /// `--pert-col` (default `target_gene`).
+    pub pert_col: String,
+    /// `--control-pert` (default `non-targeting`).
+    pub control: String,
+    /// `--allow-discrete`: integer data is used as stored, and log1p data may exceed 15.
+    pub allow_discrete: bool,
+    /// Target stored entries per row chunk read from `X` (memory of one chunk ≈ 8 bytes × this).
+    pub chunk_nnz: usize,
+}
+
+impl Default for InputOptions {
+    fn default() -> Self {
+        InputOptions {
+            pert_col: "target_gene".to_owned(),
+            control: "non-targeting".to_owned(),
+            allow_discrete: false,
+            chunk_nnz: 4 << 20,
+        }
+    }
+}
+
+/// A checked file, ready for the DE and pseudobulk passes. Holds the open source, not `X`.
+pub struct PreparedFile {
+    pub path: PathBuf,
+    pub(crate) source: Box<dyn CellSource>,
+    pub n_obs: usize,
+    pub n_vars: usize,
+    pub encoding: MatrixEncoding,
+    pub var_names: Vec<String>,
+    /// The perturbation column as a categorical (stored category order; -1 = missing).
+    pub pert: Categorical,
+    pub pert_col: String,
+    pub control: String,
+    /// Index of the control in `pert.categories`.
+    pub control_code: usize,
+    /// Cells per category.
+    pub counts: Vec<usize>,
+    /// How stored values become log1p expression (identity, or the count normalisation).
+    pub transform: Transform,
+    pub stats: ScanStats,
+    /// Rows per chunk when streaming `X`.
+    pub chunk_rows: usize,
+}
+
+impl std::fmt::Debug for PreparedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedFile")
+            .field("path", &self.path)
+            .field("n_obs", &self.n_obs)
+            .field("n_vars", &self.n_vars)
+            .field("encoding", &self.encoding)
+            .field("categories", &self.pert.categories)
+            .field("control", &self.control)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PreparedFile {
+    /// A name for messages.
+    pub fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Whether counts were normalised (`normalize_total` + log1p) on load.
+    pub fn was_normalised(&self) -> bool {
+        !self.transform.is_identity()
+    }
+
+    /// Stream transformed rows of `X` in chunks: `f(first_row, chunk)` with the chunk's values already
+    /// transformed to log1p expression. Checks cancellation between chunks.
+    pub fn for_each_chunk(
+        &self,
+        progress: &dyn Progress,
+        mut f: impl FnMut(usize, &CsrMatrix) -> Result<()>,
+    ) -> Result<()> {
+        stream_chunks(
+            self.source.as_ref(),
+            &self.name(),
+            self.chunk_rows,
+            progress,
+            |start, mut m| {
+                if !self.transform.is_identity() {
+                    for (r, mut row) in m.outer_iterator_mut().enumerate() {
+                        for (_, v) in row.iter_mut() {
+                            *v = self.transform.apply(start + r, *v);
+                        }
+                    }
+                }
+                f(start, &m)
+            },
+        )
+    }
+
+    /// Open an obsm entry and check its row count.
+    pub fn read_obsm(&self, key: &str) -> Result<Array2<f32>> {
+        let a = self.source.read_obsm(key)?;
+        if a.nrows() != self.n_obs {
+            return Err(EvalError::ObsmShape {
+                file: self.name(),
+                key: key.to_owned(),
+                rows: a.nrows(),
+                n_obs: self.n_obs,
+            });
+        }
+        Ok(a)
+    }
+}
+
+/// Read `X` of `source` in chunks of `chunk_rows` rows, checking each block's shape.
+fn stream_chunks(
+    source: &dyn CellSource,
+    name: &str,
+    chunk_rows: usize,
+    progress: &dyn Progress,
+    mut f: impl FnMut(usize, CsrMatrix) -> Result<()>,
+) -> Result<()> {
+    let (n_obs, n_vars) = source.shape();
+    let mut start = 0;
+    while start < n_obs {
+        if progress.cancelled() {
+            return Err(EvalError::Cancelled);
+        }
+        let end = (start + chunk_rows.max(1)).min(n_obs);
+        let m = source.read_rows(start, end)?;
+        if m.rows() != end - start || m.cols() != n_vars || !m.is_csr() {
+            return Err(EvalError::BadBlock {
+                file: name.to_owned(),
+                start,
+                end,
+                rows: m.rows(),
+                cols: m.cols(),
+                expected_rows: end - start,
+                n_vars,
+            });
+        }
+        f(start, m)?;
+        progress.advance((end - start) as u64);
+        start = end;
+    }
+    Ok(())
+}
+
+/// Rows per chunk for about `chunk_nnz` stored entries per chunk.
+fn chunk_rows_for(source: &dyn CellSource, chunk_nnz: usize) -> usize {
+    let (n_obs, n_vars) = source.shape();
+    let per_row = match source.nnz_hint() {
+        Some(nnz) if n_obs > 0 => (nnz as usize / n_obs).max(1),
+        _ => n_vars.max(1),
+    };
+    (chunk_nnz / per_row).clamp(16, 8192)
+}
+
+/// A source after its scan (steps 1–2), before the pair checks.
+struct Scanned {
+    path: PathBuf,
+    source: Box<dyn CellSource>,
+    stats: ScanStats,
+    transform: Transform,
+    chunk_rows: usize,
+}
+
+fn scan(
+    path: &Path,
+    source: Box<dyn CellSource>,
+    opts: &InputOptions,
+    progress: &dyn Progress,
+) -> Result<Scanned> {
+    let name = path.display().to_string();
+    let (n_obs, n_vars) = source.shape();
+    let chunk_rows = chunk_rows_for(source.as_ref(), opts.chunk_nnz);
+    progress.stage(&format!("scanning {name}"), n_obs as u64);
+    let mut stats = ScanStats::new(n_obs, n_vars);
+    stream_chunks(source.as_ref(), &name, chunk_rows, progress, |_, m| {
+        for row in m.outer_iterator() {
+            stats.push_cell(row.data());
+        }
+        Ok(())
+    })?;
+    let transform = decide_transform(&name, &stats, opts.allow_discrete)?;
+    Ok(Scanned {
+        path: path.to_owned(),
+        source,
+        stats,
+        transform,
+        chunk_rows,
+    })
+}
+
+/// The label of each cell as cell-eval compares them (`astype(str)`: a missing value is "nan").
+fn unique_labels(cat: &Categorical) -> Vec<String> {
+    let mut present = vec![false; cat.categories.len()];
+    let mut missing = false;
+    for &c in &cat.codes {
+        if c >= 0 && (c as usize) < present.len() {
+            present[c as usize] = true;
+        } else {
+            missing = true;
+        }
+    }
+    let mut set: BTreeSet<String> = cat
+        .categories
+        .iter()
+        .zip(&present)
+        .filter(|(_, &p)| p)
+        .map(|(c, _)| c.clone())
+        .collect();
+    if missing {
+        set.insert("nan".to_owned());
+    }
+    set.into_iter().collect()
+}
+
+fn pert_column(s: &Scanned, which: &'static str, opts: &InputOptions) -> Result<Categorical> {
+    let name = s.path.display().to_string();
+    match s.source.obs_column(&opts.pert_col)? {
+        Some(col) => {
+            let cat = col.to_categorical();
+            if cat.codes.len() != s.stats.n_obs {
+                return Err(EvalError::BadPertColumn {
+                    file: name,
+                    column: opts.pert_col.clone(),
+                    detail: format!("{} values for {} cells", cat.codes.len(), s.stats.n_obs),
+                });
+            }
+            Ok(cat)
+        }
+        None => Err(EvalError::MissingPertColumn {
+            which,
+            file: name,
+            column: opts.pert_col.clone(),
+            available: short_list(&s.source.obs_column_names()?, 20),
+        }),
+    }
+}
+
+fn check_control(
+    s: &Scanned,
+    which: &'static str,
+    labels: &[String],
+    opts: &InputOptions,
+) -> Result<()> {
+    if labels.contains(&opts.control) {
+        Ok(())
+    } else {
+        Err(EvalError::MissingControl {
+            which,
+            file: s.path.display().to_string(),
+            control: opts.control.clone(),
+            labels: short_list(labels, 10),
+        })
+    }
+}
+
+/// Step 8 for one file: NaN/inf, then unused categories (which pdex would turn into groups).
+fn check_pdex(s: &Scanned, cat: &Categorical, opts: &InputOptions) -> Result<()> {
+    let name = s.path.display().to_string();
+    if s.stats.n_nan > 0 || s.stats.n_inf > 0 {
+        return Err(EvalError::NonFinite {
+            file: name,
+            n_nan: s.stats.n_nan,
+            n_inf: s.stats.n_inf,
+        });
+    }
+    let counts = cat.counts();
+    let unused: Vec<String> = cat
+        .categories
+        .iter()
+        .zip(&counts)
+        .filter(|(c, &n)| n == 0 && !c.is_empty())
+        .map(|(c, _)| c.clone())
+        .collect();
+    if !unused.is_empty() {
+        return Err(EvalError::UnusedCategory {
+            file: name,
+            column: opts.pert_col.clone(),
+            categories: short_list(&unused, 10),
+        });
+    }
+    Ok(())
+}
+
+fn finish(
+    s: Scanned,
+    cat: Categorical,
+    opts: &InputOptions,
+    var_names: Vec<String>,
+) -> Result<PreparedFile> {
+    let (n_obs, n_vars) = s.source.shape();
+    let control_code = cat
+        .categories
+        .iter()
+        .position(|c| *c == opts.control)
+        .ok_or_else(|| EvalError::MissingControl {
+            which: "file",
+            file: s.path.display().to_string(),
+            control: opts.control.clone(),
+            labels: short_list(&cat.categories, 10),
+        })?;
+    let counts = cat.counts();
+    Ok(PreparedFile {
+        path: s.path,
+        encoding: s.source.encoding(),
+        source: s.source,
+        n_obs,
+        n_vars,
+        var_names,
+        pert: cat,
+        pert_col: opts.pert_col.clone(),
+        control: opts.control.clone(),
+        control_code,
+        counts,
+        transform: s.transform,
+        stats: s.stats,
+        chunk_rows: s.chunk_rows,
+    })
+}
+
+/// Check and prepare a real/pred pair from open sources (see the module docs for the order of the checks).
+pub fn load_pair_sources(
+    real: (&Path, Box<dyn CellSource>),
+    pred: (&Path, Box<dyn CellSource>),
+    opts: &InputOptions,
+    progress: &dyn Progress,
+) -> Result<(PreparedFile, PreparedFile)> {
+    // 2. log1p / integer check, real then pred
+    let real = scan(real.0, real.1, opts, progress)?;
+    let pred = scan(pred.0, pred.1, opts, progress)?;
+    // 3. gene count
+    let real_vars = real.source.var_names()?;
+    let pred_vars = pred.source.var_names()?;
+    let (rn, pn) = (real.stats.n_vars, pred.stats.n_vars);
+    if rn != pn || real_vars.len() != pred_vars.len() {
+        return Err(EvalError::GeneCount {
+            real: rn.max(real_vars.len()),
+            pred: pn.max(pred_vars.len()),
+        });
+    }
+    // 4. var_names order
+    let diffs: Vec<usize> = (0..real_vars.len())
+        .filter(|&i| real_vars[i] != pred_vars[i])
+        .collect();
+    if let Some(&index) = diffs.first() {
+        return Err(EvalError::GeneOrder {
+            index,
+            real_name: real_vars[index].clone(),
+            pred_name: pred_vars[index].clone(),
+            n_diff: diffs.len(),
+        });
+    }
+    // 5. perturbation column, real then pred
+    let real_cat = pert_column(&real, "real", opts)?;
+    let pred_cat = pert_column(&pred, "pred", opts)?;
+    // 6. label sets
+    let real_labels = unique_labels(&real_cat);
+    let pred_labels = unique_labels(&pred_cat);
+    if real_labels != pred_labels {
+        let only = |a: &[String], b: &[String]| -> Vec<String> {
+            a.iter()
+                .filter(|x| b.binary_search(x).is_err())
+                .cloned()
+                .collect()
+        };
+        return Err(EvalError::PerturbationMismatch {
+            column: opts.pert_col.clone(),
+            only_real: short_list(&only(&real_labels, &pred_labels), 10),
+            only_pred: short_list(&only(&pred_labels, &real_labels), 10),
+        });
+    }
+    // 7. control, real then pred
+    check_control(&real, "real", &real_labels, opts)?;
+    check_control(&pred, "pred", &pred_labels, opts)?;
+    // 8. what pdex would fail on, real then pred
+    check_pdex(&real, &real_cat, opts)?;
+    check_pdex(&pred, &pred_cat, opts)?;
+    let real = finish(real, real_cat, opts, real_vars)?;
+    let pred = finish(pred, pred_cat, opts, pred_vars)?;
+    Ok((real, pred))
+}
+
+/// Check and prepare a single file (e.g. for `baseline` DE): the per-file checks of [`load_pair_sources`].
+pub fn prepare_source(
+    path: &Path,
+    source: Box<dyn CellSource>,
+    opts: &InputOptions,
+    progress: &dyn Progress,
+) -> Result<PreparedFile> {
+    let s = scan(path, source, opts, progress)?;
+    let vars = s.source.var_names()?;
+    if vars.len() != s.stats.n_vars {
+        return Err(EvalError::Read {
+            file: path.display().to_string(),
+            message: format!("{} var names for {} genes", vars.len(), s.stats.n_vars),
+        });
+    }
+    let cat = pert_column(&s, "file", opts)?;
+    check_control(&s, "file", &unique_labels(&cat), opts)?;
+    check_pdex(&s, &cat, opts)?;
+    finish(s, cat, opts, vars)
+}
