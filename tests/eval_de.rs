@@ -61,10 +61,7 @@ struct Report {
 fn compare(ours: &DeTable, csv: &Path) -> Report {
     let want = read_de_csv(csv).unwrap();
     assert_eq!(ours.n_rows(), want.n_rows(), "{}: rows", csv.display());
-    let mut rep = Report {
-        rows: want.n_rows(),
-        ..Report::default()
-    };
+    let mut rep = Report { rows: want.n_rows(), ..Report::default() };
     for i in 0..want.n_rows() {
         let ctx = || {
             format!(
@@ -75,36 +72,16 @@ fn compare(ours: &DeTable, csv: &Path) -> Report {
                 want.features[want.feature_idx[i] as usize]
             )
         };
-        assert_eq!(
-            ours.targets[ours.target_idx[i] as usize],
-            want.targets[want.target_idx[i] as usize],
-            "{}",
-            ctx()
-        );
+        assert_eq!(ours.targets[ours.target_idx[i] as usize], want.targets[want.target_idx[i] as usize], "{}", ctx());
         assert_eq!(
             ours.features[ours.feature_idx[i] as usize],
             want.features[want.feature_idx[i] as usize],
             "{}",
             ctx()
         );
-        assert_eq!(
-            ours.target_mean[i].to_bits(),
-            want.target_mean[i].to_bits(),
-            "target_mean {}",
-            ctx()
-        );
-        assert_eq!(
-            ours.ref_mean[i].to_bits(),
-            want.ref_mean[i].to_bits(),
-            "ref_mean {}",
-            ctx()
-        );
-        assert_eq!(
-            ours.target_membership[i],
-            want.target_membership[i],
-            "{}",
-            ctx()
-        );
+        assert_eq!(ours.target_mean[i].to_bits(), want.target_mean[i].to_bits(), "target_mean {}", ctx());
+        assert_eq!(ours.ref_mean[i].to_bits(), want.ref_mean[i].to_bits(), "ref_mean {}", ctx());
+        assert_eq!(ours.target_membership[i], want.target_membership[i], "{}", ctx());
         assert_eq!(ours.ref_membership[i], want.ref_membership[i], "{}", ctx());
         assert!(
             same_f64(ours.log2_fold_change[i], want.log2_fold_change[i]),
@@ -126,20 +103,8 @@ fn compare(ours: &DeTable, csv: &Path) -> Report {
         assert_eq!(ours.statistic[i], want.statistic[i], "statistic {}", ctx());
         let rp = rel_err(ours.p_value[i], want.p_value[i]);
         let rf = rel_err(ours.fdr[i], want.fdr[i]);
-        assert!(
-            rp <= 1e-12,
-            "p {} vs {} {}",
-            ours.p_value[i],
-            want.p_value[i],
-            ctx()
-        );
-        assert!(
-            rf <= 1e-12,
-            "fdr {} vs {} {}",
-            ours.fdr[i],
-            want.fdr[i],
-            ctx()
-        );
+        assert!(rp <= 1e-12, "p {} vs {} {}", ours.p_value[i], want.p_value[i], ctx());
+        assert!(rf <= 1e-12, "fdr {} vs {} {}", ours.fdr[i], want.fdr[i], ctx());
         rep.max_rel_p = rep.max_rel_p.max(rp);
         rep.max_rel_fdr = rep.max_rel_fdr.max(rf);
         let sig = (ours.fdr[i] as f32) < 0.05;
@@ -173,10 +138,7 @@ fn check_pair(case: &str) {
         let (de, pb) = compute_de_and_pseudobulk(file, &DeOptions::default(), &NoProgress).unwrap();
         let csv = fixture_file(&tmp, &format!("{case}/celleval/vcc/{which}_de.csv"));
         let rep = compare(&de, &csv);
-        eprintln!(
-            "{case} {which}: {rep:?} normalised={}",
-            file.was_normalised()
-        );
+        eprintln!("{case} {which}: {rep:?} normalised={}", file.was_normalised());
         assert_eq!(pb.labels.len(), de.targets.len() + 1);
         // several passes (one group per pass) give the same table
         let multi = compute_de(file, &DeOptions { batch_bytes: 1 }, &NoProgress).unwrap();
@@ -219,12 +181,7 @@ fn errors_valid_pair() {
 #[test]
 fn tiny_baseline() {
     let base = fixtures().join("tiny/celleval/vcc/baseline");
-    let file = prepare_file(
-        &base.join("baseline.h5ad"),
-        &InputOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    let file = prepare_file(&base.join("baseline.h5ad"), &InputOptions::default(), &NoProgress).unwrap();
     let de = compute_de(&file, &DeOptions::default(), &NoProgress).unwrap();
     let rep = compare(&de, &base.join("baseline_de.csv"));
     eprintln!("tiny baseline: {rep:?}");
@@ -242,45 +199,24 @@ fn error_missing_pert() {
     let e = pair_err("pred_missing_pert.h5ad", &InputOptions::default());
     let msg = e.to_string();
     assert!(matches!(e, EvalError::PerturbationMismatch { .. }), "{msg}");
-    assert!(
-        msg.contains("only in real: ['GENE00080']") && msg.contains("only in pred: []"),
-        "{msg}"
-    );
+    assert!(msg.contains("only in real: ['GENE00080']") && msg.contains("only in pred: []"), "{msg}");
 }
 
 #[test]
 fn error_gene_order() {
     let e = pair_err("pred_gene_order.h5ad", &InputOptions::default());
     let msg = e.to_string();
-    assert!(
-        matches!(
-            e,
-            EvalError::GeneOrder {
-                index: 49,
-                n_diff: 2,
-                ..
-            }
-        ),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("'GENE00049'") && msg.contains("'GENE00050'"),
-        "{msg}"
-    );
+    assert!(matches!(e, EvalError::GeneOrder { index: 49, n_diff: 2, .. }), "{msg}");
+    assert!(msg.contains("'GENE00049'") && msg.contains("'GENE00050'"), "{msg}");
 }
 
 #[test]
 fn error_no_pert_col() {
     let e = pair_err("pred_no_pert_col.h5ad", &InputOptions::default());
     let msg = e.to_string();
+    assert!(matches!(e, EvalError::MissingPertColumn { which: "pred", .. }), "{msg}");
     assert!(
-        matches!(e, EvalError::MissingPertColumn { which: "pred", .. }),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("'target_gene'")
-            && msg.contains("'perturbation'")
-            && msg.contains("pred_no_pert_col.h5ad"),
+        msg.contains("'target_gene'") && msg.contains("'perturbation'") && msg.contains("pred_no_pert_col.h5ad"),
         "{msg}"
     );
 }
@@ -296,41 +232,19 @@ fn error_no_control_is_a_label_mismatch_first() {
 
 #[test]
 fn error_control_flag() {
-    let opts = InputOptions {
-        control: "DMSO".to_owned(),
-        ..InputOptions::default()
-    };
+    let opts = InputOptions { control: "DMSO".to_owned(), ..InputOptions::default() };
     let e = pair_err("pred.h5ad", &opts);
     let msg = e.to_string();
-    assert!(
-        matches!(e, EvalError::MissingControl { which: "real", .. }),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("'DMSO'") && msg.contains("'non-targeting'"),
-        "{msg}"
-    );
+    assert!(matches!(e, EvalError::MissingControl { which: "real", .. }), "{msg}");
+    assert!(msg.contains("'DMSO'") && msg.contains("'non-targeting'"), "{msg}");
 }
 
 #[test]
 fn error_nan() {
     let e = pair_err("pred_nan.h5ad", &InputOptions::default());
     let msg = e.to_string();
-    assert!(
-        matches!(
-            e,
-            EvalError::NonFinite {
-                n_nan: 10,
-                n_inf: 0,
-                ..
-            }
-        ),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("pred_nan.h5ad") && msg.contains("10 NaN"),
-        "{msg}"
-    );
+    assert!(matches!(e, EvalError::NonFinite { n_nan: 10, n_inf: 0, .. }), "{msg}");
+    assert!(msg.contains("pred_nan.h5ad") && msg.contains("10 NaN"), "{msg}");
 }
 
 #[test]
@@ -338,18 +252,12 @@ fn error_unused_category() {
     let e = pair_err("pred_unused_category.h5ad", &InputOptions::default());
     let msg = e.to_string();
     assert!(matches!(e, EvalError::UnusedCategory { .. }), "{msg}");
-    assert!(
-        msg.contains("'GENE99999'") && msg.contains("pred_unused_category.h5ad"),
-        "{msg}"
-    );
+    assert!(msg.contains("'GENE99999'") && msg.contains("pred_unused_category.h5ad"), "{msg}");
 }
 
 #[test]
 fn error_unreadable_files() {
-    for (f, needle) in [
-        ("pred_truncated.h5ad", "pred_truncated.h5ad"),
-        ("pred_not_hdf5.h5ad", "pred_not_hdf5.h5ad"),
-    ] {
+    for (f, needle) in [("pred_truncated.h5ad", "pred_truncated.h5ad"), ("pred_not_hdf5.h5ad", "pred_not_hdf5.h5ad")] {
         let e = pair_err(f, &InputOptions::default());
         assert!(matches!(e, EvalError::Read { .. }), "{e}");
         assert!(e.to_string().contains(needle), "{e}");

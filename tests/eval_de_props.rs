@@ -145,57 +145,25 @@ proptest! {
 
 /// A random AnnData: `n_groups` perturbations + control, shuffled cells, unsorted categories, an all-zero gene.
 fn synthetic(seed: u64, n_cells: usize, n_genes: usize, counts: bool, dense: bool) -> AnnData {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut rnd = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((state >> 33) as f64) / (1u64 << 31) as f64
     };
-    let categories = vec![
-        "GENE2".to_owned(),
-        "non-targeting".to_owned(),
-        "GENE0".to_owned(),
-        "GENE1".to_owned(),
-    ];
-    let codes: Vec<i32> = (0..n_cells)
-        .map(|i| {
-            if i < 4 {
-                i as i32
-            } else {
-                (rnd() * 4.0) as i32
-            }
-        })
-        .collect();
+    let categories = vec!["GENE2".to_owned(), "non-targeting".to_owned(), "GENE0".to_owned(), "GENE1".to_owned()];
+    let codes: Vec<i32> = (0..n_cells).map(|i| if i < 4 { i as i32 } else { (rnd() * 4.0) as i32 }).collect();
     let mut x = Array2::<f32>::zeros((n_cells, n_genes));
     for i in 0..n_cells {
         for g in 1..n_genes {
             if rnd() < 0.5 {
                 let k = (1.0 + rnd() * 6.0 * (1.0 + codes[i] as f64 * (g % 3) as f64)).floor();
-                x[[i, g]] = if counts {
-                    k as f32
-                } else {
-                    (k as f32 / 3.0).ln_1p()
-                };
+                x[[i, g]] = if counts { k as f32 } else { (k as f32 / 3.0).ln_1p() };
             }
         }
     }
-    let xm = if dense {
-        XMatrix::Dense(x)
-    } else {
-        XMatrix::Sparse(CsrMatrix::csr_from_dense(x.view(), 0.0))
-    };
+    let xm = if dense { XMatrix::Dense(x) } else { XMatrix::Sparse(CsrMatrix::csr_from_dense(x.view(), 0.0)) };
     let mut obs = DataFrame::with_index((0..n_cells).map(|i| format!("c{i}")).collect());
-    obs.set_column(
-        "target_gene",
-        Column::Categorical(Categorical {
-            codes,
-            categories,
-            ordered: false,
-        }),
-    );
+    obs.set_column("target_gene", Column::Categorical(Categorical { codes, categories, ordered: false }));
     AnnData {
         x: xm,
         obs,
@@ -209,26 +177,11 @@ fn synthetic(seed: u64, n_cells: usize, n_genes: usize, counts: bool, dense: boo
 fn streaming_passes_and_chunks_do_not_change_the_table() {
     for (counts, dense) in [(false, false), (true, false), (false, true)] {
         let ad = synthetic(3, 157, 23, counts, dense);
-        let big = prepare_source(
-            Path::new("mem.h5ad"),
-            Box::new(ad.clone()),
-            &InputOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
-        let (one, pb) =
-            compute_de_and_pseudobulk(&big, &DeOptions::default(), &NoProgress).unwrap();
-        let opts = InputOptions {
-            chunk_nnz: 1,
-            ..InputOptions::default()
-        };
-        let small = prepare_source(
-            Path::new("mem.h5ad"),
-            Box::new(ad.clone()),
-            &opts,
-            &NoProgress,
-        )
-        .unwrap();
+        let big =
+            prepare_source(Path::new("mem.h5ad"), Box::new(ad.clone()), &InputOptions::default(), &NoProgress).unwrap();
+        let (one, pb) = compute_de_and_pseudobulk(&big, &DeOptions::default(), &NoProgress).unwrap();
+        let opts = InputOptions { chunk_nnz: 1, ..InputOptions::default() };
+        let small = prepare_source(Path::new("mem.h5ad"), Box::new(ad.clone()), &opts, &NoProgress).unwrap();
         let many = compute_de(&small, &DeOptions { batch_bytes: 1 }, &NoProgress).unwrap();
         assert_eq!(one, many);
         assert_eq!(pb, compute_pseudobulk(&small, &NoProgress).unwrap());
@@ -246,20 +199,11 @@ fn streaming_passes_and_chunks_do_not_change_the_table() {
 #[test]
 fn de_rows_match_a_direct_computation() {
     let ad = synthetic(5, 120, 11, false, false);
-    let XMatrix::Sparse(m) = &ad.x else {
-        unreachable!()
-    };
+    let XMatrix::Sparse(m) = &ad.x else { unreachable!() };
     let dense = m.to_dense();
-    let Some(Column::Categorical(cat)) = ad.obs.column("target_gene") else {
-        unreachable!()
-    };
-    let file = prepare_source(
-        Path::new("mem.h5ad"),
-        Box::new(ad.clone()),
-        &InputOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    let Some(Column::Categorical(cat)) = ad.obs.column("target_gene") else { unreachable!() };
+    let file =
+        prepare_source(Path::new("mem.h5ad"), Box::new(ad.clone()), &InputOptions::default(), &NoProgress).unwrap();
     let de = compute_de(&file, &DeOptions::default(), &NoProgress).unwrap();
     let cells = |code: i32| -> Vec<usize> { (0..120).filter(|&i| cat.codes[i] == code).collect() };
     let ctrl = cells(1);
@@ -269,14 +213,8 @@ fn de_rows_match_a_direct_computation() {
         let inv_t = (1.0 / grp.len() as f64) as f32;
         let inv_r = (1.0 / ctrl.len() as f64) as f32;
         for g in 0..11 {
-            let t = grp
-                .iter()
-                .fold(0.0f32, |a, &i| a + dense[[i, g]] * inv_t)
-                .exp_m1();
-            let r = ctrl
-                .iter()
-                .fold(0.0f32, |a, &i| a + dense[[i, g]] * inv_r)
-                .exp_m1();
+            let t = grp.iter().fold(0.0f32, |a, &i| a + dense[[i, g]] * inv_t).exp_m1();
+            let r = ctrl.iter().fold(0.0f32, |a, &i| a + dense[[i, g]] * inv_r).exp_m1();
             assert_eq!(de.target_mean[row], t);
             assert_eq!(de.ref_mean[row], r);
             let x: Vec<f32> = grp.iter().map(|&i| dense[[i, g]]).collect();
@@ -298,13 +236,7 @@ fn unused_category_and_nan_are_clear_errors() {
     if let Some(Column::Categorical(c)) = ad.obs.columns.iter_mut().map(|(_, c)| c).next() {
         c.categories.push("GENE9".to_owned());
     }
-    let err = prepare_source(
-        Path::new("p.h5ad"),
-        Box::new(ad),
-        &InputOptions::default(),
-        &NoProgress,
-    )
-    .unwrap_err();
+    let err = prepare_source(Path::new("p.h5ad"), Box::new(ad), &InputOptions::default(), &NoProgress).unwrap_err();
     assert!(matches!(err, EvalError::UnusedCategory { .. }), "{err}");
     assert!(err.to_string().contains("GENE9"), "{err}");
 
@@ -312,12 +244,6 @@ fn unused_category_and_nan_are_clear_errors() {
     if let XMatrix::Sparse(m) = &mut ad.x {
         m.data_mut()[0] = f32::NAN;
     }
-    let err = prepare_source(
-        Path::new("p.h5ad"),
-        Box::new(ad),
-        &InputOptions::default(),
-        &NoProgress,
-    )
-    .unwrap_err();
+    let err = prepare_source(Path::new("p.h5ad"), Box::new(ad), &InputOptions::default(), &NoProgress).unwrap_err();
     assert!(err.to_string().contains("1 NaN"), "{err}");
 }

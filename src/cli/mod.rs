@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod device;
+pub mod eval;
 pub mod gpu_check;
 pub mod info;
 pub mod predict;
@@ -35,6 +36,14 @@ pub enum Command {
     Predict(predict::PredictArgs),
     /// Check that the CPU and a CUDA device compute the same ST forward pass and training step.
     GpuCheck(gpu_check::GpuCheckArgs),
+    /// Score a prediction against real data with the VCC metrics (cell-eval 0.8.2's `run`).
+    Eval(eval::EvalArgs),
+    /// Build cell-eval's cell-mean baseline prediction (and its DE table) from an AnnData.
+    Baseline(eval::BaselineArgs),
+    /// The VCC score of a prediction's agg_results.csv against a baseline's (cell-eval's `score`).
+    Score(eval::ScoreArgs),
+    /// Pack a prediction into a VCC submission tarball (cell-eval's `prep`).
+    Prep(eval::PrepArgs),
 }
 
 /// Parse the command line, run the command, map errors to a message and exit code 1.
@@ -57,5 +66,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Predict(args) => predict::run(args),
         Command::GpuCheck(args) => gpu_check::run(args),
+        Command::Eval(args) => eval::run_eval_cmd(args),
+        Command::Baseline(args) => eval::run_baseline_cmd(args),
+        Command::Score(args) => eval::run_score_cmd(args),
+        Command::Prep(args) => eval::run_prep_cmd(args),
     }
 }

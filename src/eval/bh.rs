@@ -17,11 +17,7 @@ pub fn bh_adjust(p: &[f64]) -> Vec<f64> {
     // total_cmp puts NaN with the sign bit first; numpy puts every NaN last.
     order.sort_by_key(|&i| p[i].is_nan());
     let mf = m as f64;
-    let mut adj: Vec<f64> = order
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| p[i] * (mf / (k + 1) as f64))
-        .collect();
+    let mut adj: Vec<f64> = order.iter().enumerate().map(|(k, &i)| p[i] * (mf / (k + 1) as f64)).collect();
     for k in (0..m - 1).rev() {
         // np.minimum.accumulate: NaN propagates
         let next = adj[k + 1];

@@ -28,9 +28,7 @@ pub struct DeOptions {
 
 impl Default for DeOptions {
     fn default() -> Self {
-        DeOptions {
-            batch_bytes: 256 << 20,
-        }
+        DeOptions { batch_bytes: 256 << 20 }
     }
 }
 
@@ -44,11 +42,7 @@ struct GroupRows {
 
 impl GroupRows {
     fn with_capacity(nnz: usize, n_cells: usize) -> Self {
-        GroupRows {
-            ends: Vec::with_capacity(n_cells),
-            cols: Vec::with_capacity(nnz),
-            vals: Vec::with_capacity(nnz),
-        }
+        GroupRows { ends: Vec::with_capacity(n_cells), cols: Vec::with_capacity(nnz), vals: Vec::with_capacity(nnz) }
     }
 
     fn push_row(&mut self, cols: &[u32], vals: &[f32]) {
@@ -161,18 +155,8 @@ pub fn percent_change(t: f32, r: f32) -> f64 {
     }
 }
 
-fn test_group(
-    rows: &GroupRows,
-    n: usize,
-    n_vars: usize,
-    enc: MatrixEncoding,
-    reference: &Reference,
-) -> GroupDe {
-    let target_mean: Vec<f32> = rows
-        .column_means(n, n_vars, enc)
-        .into_iter()
-        .map(f32::exp_m1)
-        .collect();
+fn test_group(rows: &GroupRows, n: usize, n_vars: usize, enc: MatrixEncoding, reference: &Reference) -> GroupDe {
+    let target_mean: Vec<f32> = rows.column_means(n, n_vars, enc).into_iter().map(f32::exp_m1).collect();
     let columns = rows.sorted_columns(n_vars);
     let mut out = GroupDe {
         lfc: Vec::with_capacity(n_vars),
@@ -196,17 +180,11 @@ fn test_group(
 
 /// The groups pdex tests: categories in stored order minus the control and "" (missing codes are dropped).
 pub fn de_groups(file: &PreparedFile) -> Vec<usize> {
-    (0..file.pert.categories.len())
-        .filter(|&c| c != file.control_code && !file.pert.categories[c].is_empty())
-        .collect()
+    (0..file.pert.categories.len()).filter(|&c| c != file.control_code && !file.pert.categories[c].is_empty()).collect()
 }
 
 /// DE table of `file` against its own control (see the module docs).
-pub fn compute_de(
-    file: &PreparedFile,
-    opts: &DeOptions,
-    progress: &dyn Progress,
-) -> Result<DeTable> {
+pub fn compute_de(file: &PreparedFile, opts: &DeOptions, progress: &dyn Progress) -> Result<DeTable> {
     Ok(run(file, opts, false, progress)?.0)
 }
 
@@ -264,10 +242,7 @@ fn run(
 
     let total_rows = groups.len() * n_vars;
     let mut table = DeTable {
-        targets: groups
-            .iter()
-            .map(|&g| file.pert.categories[g].clone())
-            .collect(),
+        targets: groups.iter().map(|&g| file.pert.categories[g].clone()).collect(),
         features: file.var_names.clone(),
         target_idx: Vec::with_capacity(total_rows),
         feature_idx: Vec::with_capacity(total_rows),
@@ -287,26 +262,17 @@ fn run(
     let mut target_pos = 0u32;
 
     for (pass, batch) in batches.iter().enumerate() {
-        progress.stage(
-            &format!("DE {} (pass {}/{n_passes})", file.name(), pass + 1),
-            file.n_obs as u64,
-        );
+        progress.stage(&format!("DE {} (pass {}/{n_passes})", file.name(), pass + 1), file.n_obs as u64);
         // slot of each category in this pass: the batch's groups, plus the control in the first pass
         let mut slot = vec![usize::MAX; n_cat];
         let mut rows: Vec<GroupRows> = Vec::with_capacity(batch.len() + 1);
         for (k, &g) in batch.iter().enumerate() {
             slot[g] = k;
-            rows.push(GroupRows::with_capacity(
-                cat_nnz[g] as usize,
-                file.counts[g],
-            ));
+            rows.push(GroupRows::with_capacity(cat_nnz[g] as usize, file.counts[g]));
         }
         if pass == 0 {
             slot[file.control_code] = rows.len();
-            rows.push(GroupRows::with_capacity(
-                cat_nnz[file.control_code] as usize,
-                file.counts[file.control_code],
-            ));
+            rows.push(GroupRows::with_capacity(cat_nnz[file.control_code] as usize, file.counts[file.control_code]));
         }
         let mut pb_pass = if pass == 0 { pb.as_mut() } else { None };
         file.for_each_chunk(progress, |start, m| {
@@ -330,19 +296,12 @@ fn run(
             let n = file.counts[file.control_code];
             reference = Some(Reference {
                 n,
-                mean: ctrl_rows
-                    .column_means(n, n_vars, file.encoding)
-                    .into_iter()
-                    .map(f32::exp_m1)
-                    .collect(),
+                mean: ctrl_rows.column_means(n, n_vars, file.encoding).into_iter().map(f32::exp_m1).collect(),
                 columns: ctrl_rows.sorted_columns(n_vars),
             });
         }
         let reference = reference.as_ref().ok_or(EvalError::Cancelled)?;
-        progress.stage(
-            &format!("DE {}: testing {} groups", file.name(), batch.len()),
-            batch.len() as u64,
-        );
+        progress.stage(&format!("DE {}: testing {} groups", file.name(), batch.len()), batch.len() as u64);
         let (counts, encoding) = (&file.counts, file.encoding);
         let results: Vec<GroupDe> = batch
             .par_iter()
@@ -359,18 +318,12 @@ fn run(
         }
         for (&g, res) in batch.iter().zip(results) {
             let n1 = file.counts[g] as u64;
-            table
-                .target_idx
-                .extend(std::iter::repeat_n(target_pos, n_vars));
+            table.target_idx.extend(std::iter::repeat_n(target_pos, n_vars));
             table.feature_idx.extend(0..n_vars as u32);
             table.target_mean.extend_from_slice(&res.target_mean);
             table.ref_mean.extend_from_slice(&reference.mean);
-            table
-                .target_membership
-                .extend(std::iter::repeat_n(n1, n_vars));
-            table
-                .ref_membership
-                .extend(std::iter::repeat_n(reference.n as u64, n_vars));
+            table.target_membership.extend(std::iter::repeat_n(n1, n_vars));
+            table.ref_membership.extend(std::iter::repeat_n(reference.n as u64, n_vars));
             table.log2_fold_change.extend_from_slice(&res.lfc);
             table.percent_change.extend_from_slice(&res.percent_change);
             table.p_value.extend_from_slice(&res.p_value);

@@ -25,10 +25,7 @@ pub const DE_COLUMNS: [&str; 11] = [
 ];
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
-    move |source| EvalError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| EvalError::Io { path: path.to_owned(), source }
 }
 
 /// A CSV field, quoted as polars does when it holds a separator, quote or line break.
@@ -58,15 +55,10 @@ pub fn write_de<W: Write>(table: &DeTable, w: &mut W) -> std::io::Result<()> {
             table.target_membership[i],
             table.ref_membership[i]
         )?;
-        for (k, v) in [
-            table.log2_fold_change[i],
-            table.percent_change[i],
-            table.p_value[i],
-            table.statistic[i],
-            table.fdr[i],
-        ]
-        .into_iter()
-        .enumerate()
+        for (k, v) in
+            [table.log2_fold_change[i], table.percent_change[i], table.p_value[i], table.statistic[i], table.fdr[i]]
+                .into_iter()
+                .enumerate()
         {
             if k > 0 {
                 w.write_all(b",")?;
@@ -80,14 +72,8 @@ pub fn write_de<W: Write>(table: &DeTable, w: &mut W) -> std::io::Result<()> {
 
 /// Write `table` to `path` atomically: a temporary file in the same folder, then a rename.
 pub fn write_de_csv(table: &DeTable, path: &Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let res = (|| {
         let f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
@@ -126,19 +112,9 @@ pub fn read_de_csv(path: &Path) -> Result<DeTable> {
 
 /// Read a DE CSV from any reader; `path` names it in errors.
 pub fn read_de<R: std::io::Read>(reader: R, path: &Path) -> Result<DeTable> {
-    let csv_err = |e: csv::Error| EvalError::Csv {
-        path: path.to_owned(),
-        message: e.to_string(),
-    };
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_reader(reader);
-    let header: Vec<String> = rdr
-        .headers()
-        .map_err(csv_err)?
-        .iter()
-        .map(str::to_owned)
-        .collect();
+    let csv_err = |e: csv::Error| EvalError::Csv { path: path.to_owned(), message: e.to_string() };
+    let mut rdr = csv::ReaderBuilder::new().has_headers(true).from_reader(reader);
+    let header: Vec<String> = rdr.headers().map_err(csv_err)?.iter().map(str::to_owned).collect();
     let mut idx = [0usize; 11];
     let mut missing = Vec::new();
     for (k, col) in DE_COLUMNS.iter().enumerate() {
@@ -181,14 +157,10 @@ pub fn read_de<R: std::io::Read>(reader: R, path: &Path) -> Result<DeTable> {
         let fi = intern(&mut features, &mut t.features, field(1));
         t.target_idx.push(ti);
         t.feature_idx.push(fi);
-        t.target_mean
-            .push(field(2).parse::<f32>().map_err(|_| bad(2))?);
-        t.ref_mean
-            .push(field(3).parse::<f32>().map_err(|_| bad(3))?);
-        t.target_membership
-            .push(parse_count(field(4)).ok_or_else(|| bad(4))?);
-        t.ref_membership
-            .push(parse_count(field(5)).ok_or_else(|| bad(5))?);
+        t.target_mean.push(field(2).parse::<f32>().map_err(|_| bad(2))?);
+        t.ref_mean.push(field(3).parse::<f32>().map_err(|_| bad(3))?);
+        t.target_membership.push(parse_count(field(4)).ok_or_else(|| bad(4))?);
+        t.ref_membership.push(parse_count(field(5)).ok_or_else(|| bad(5))?);
         t.log2_fold_change.push(f64_at(6)?);
         t.percent_change.push(f64_at(7)?);
         t.p_value.push(f64_at(8)?);
@@ -226,10 +198,7 @@ mod tests {
             s.lines().nth(1).unwrap(),
             "G1,A,9.730496,10.662123,33,60,-0.13190938158066018,-0.08737718968240381,9.962694218715363e-6,895.0,0.9189077636254538"
         );
-        assert_eq!(
-            s.lines().nth(2).unwrap(),
-            "G1,\"B,2\",0.0,0.0,33,60,inf,NaN,1.0,990.0,1.0"
-        );
+        assert_eq!(s.lines().nth(2).unwrap(), "G1,\"B,2\",0.0,0.0,33,60,inf,NaN,1.0,990.0,1.0");
         let back = read_de(&buf[..], Path::new("x.csv")).unwrap();
         assert_eq!(back.features, t.features);
         assert_eq!(back.target_mean, t.target_mean);

@@ -53,101 +53,46 @@ pub enum EvalError {
         "gene names order mismatch: position {index} is '{real_name}' in real but '{pred_name}' in pred \
          ({n_diff} position(s) differ); pred must list the same genes in the same order"
     )]
-    GeneOrder {
-        index: usize,
-        real_name: String,
-        pred_name: String,
-        n_diff: usize,
-    },
+    GeneOrder { index: usize, real_name: String, pred_name: String, n_diff: usize },
 
-    #[error(
-        "perturbation column '{column}' not found in {which} ({file}); obs columns: {available}"
-    )]
-    MissingPertColumn {
-        which: &'static str,
-        file: String,
-        column: String,
-        available: String,
-    },
+    #[error("perturbation column '{column}' not found in {which} ({file}); obs columns: {available}")]
+    MissingPertColumn { which: &'static str, file: String, column: String, available: String },
 
     #[error(
         "perturbation mismatch between real and pred in column '{column}': only in real: {only_real}; \
          only in pred: {only_pred}"
     )]
-    PerturbationMismatch {
-        column: String,
-        only_real: String,
-        only_pred: String,
-    },
+    PerturbationMismatch { column: String, only_real: String, only_pred: String },
 
     #[error("control perturbation '{control}' not found in {which} ({file}); labels: {labels}")]
-    MissingControl {
-        which: &'static str,
-        file: String,
-        control: String,
-        labels: String,
-    },
+    MissingControl { which: &'static str, file: String, control: String, labels: String },
 
     #[error("{file}: X contains {n_nan} NaN and {n_inf} infinite value(s); expression values must be finite")]
-    NonFinite {
-        file: String,
-        n_nan: u64,
-        n_inf: u64,
-    },
+    NonFinite { file: String, n_nan: u64, n_inf: u64 },
 
     #[error(
         "{file}: column '{column}' declares categories with no cells: {categories}; remove unused categories \
          (pandas: .cat.remove_unused_categories()) — cell-eval/pdex crash on them (ZeroDivisionError)"
     )]
-    UnusedCategory {
-        file: String,
-        column: String,
-        categories: String,
-    },
+    UnusedCategory { file: String, column: String, categories: String },
 
     #[error("{file}: column '{column}' has unsupported type for perturbation labels: {detail}")]
-    BadPertColumn {
-        file: String,
-        column: String,
-        detail: String,
-    },
+    BadPertColumn { file: String, column: String, detail: String },
 
     #[error("{file}: obsm key '{key}' has {rows} rows but the file has {n_obs} cells")]
-    ObsmShape {
-        file: String,
-        key: String,
-        rows: usize,
-        n_obs: usize,
-    },
+    ObsmShape { file: String, key: String, rows: usize, n_obs: usize },
 
     #[error("{file}: reading rows {start}..{end} gave a {rows}×{cols} block, expected {expected_rows}×{n_vars}")]
-    BadBlock {
-        file: String,
-        start: usize,
-        end: usize,
-        rows: usize,
-        cols: usize,
-        expected_rows: usize,
-        n_vars: usize,
-    },
+    BadBlock { file: String, start: usize, end: usize, rows: usize, cols: usize, expected_rows: usize, n_vars: usize },
 
     #[error("{path}: {message}")]
     Csv { path: PathBuf, message: String },
 
     #[error("{path}: missing column(s) {missing} (header: {header})")]
-    CsvMissingColumn {
-        path: PathBuf,
-        missing: String,
-        header: String,
-    },
+    CsvMissingColumn { path: PathBuf, missing: String, header: String },
 
     #[error("{path}, line {line}, column '{column}': cannot parse '{value}' as a number")]
-    CsvBadNumber {
-        path: PathBuf,
-        line: u64,
-        column: String,
-        value: String,
-    },
+    CsvBadNumber { path: PathBuf, line: u64, column: String, value: String },
 
     #[error("{path}: {source}")]
     Io {

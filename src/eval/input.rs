@@ -26,7 +26,7 @@ use crate::progress::Progress;
 
 /// Read access to one AnnData file, in row chunks. Implemented by the `.h5ad` reader and by in-memory
 /// [`AnnData`] (tests, synthetic data).
-pub trait CellSource {
+pub trait CellSource: Send + Sync {
     /// (n_obs, n_vars).
     fn shape(&self) -> (usize, usize);
     /// How `X` is stored (the column-mean recipe depends on it).
@@ -60,12 +60,7 @@ impl CellSource for AnnData {
         Ok(self.var.index.clone())
     }
     fn obs_column_names(&self) -> Result<Vec<String>> {
-        Ok(self
-            .obs
-            .column_names()
-            .into_iter()
-            .map(str::to_owned)
-            .collect())
+        Ok(self.obs.column_names().into_iter().map(str::to_owned).collect())
     }
     fn obs_column(&self, name: &str) -> Result<Option<Column>> {
         Ok(self.obs.column(name).cloned())
@@ -89,32 +84,20 @@ impl CellSource for AnnData {
                     }
                     indptr.push(indices.len());
                 }
-                Ok(CsrMatrix::new(
-                    (end - start, a.ncols()),
-                    indptr,
-                    indices,
-                    data,
-                ))
+                Ok(CsrMatrix::new((end - start, a.ncols()), indptr, indices, data))
             }
         }
     }
     fn read_obsm(&self, key: &str) -> Result<Array2<f32>> {
-        self.obsm
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, a)| a.clone())
-            .ok_or_else(|| EvalError::Read {
-                file: "<memory>".to_owned(),
-                message: format!("<memory>: no obsm key '{key}'"),
-            })
+        self.obsm.iter().find(|(k, _)| k == key).map(|(_, a)| a.clone()).ok_or_else(|| EvalError::Read {
+            file: "<memory>".to_owned(),
+            message: format!("<memory>: no obsm key '{key}'"),
+        })
     }
 }
 
 fn h5ad_err(e: crate::data::h5ad::H5adError) -> EvalError {
-    EvalError::Read {
-        file: String::new(),
-        message: e.to_string(),
-    }
+    EvalError::Read { file: String::new(), message: e.to_string() }
 }
 
 /// The `.h5ad` reader as a [`CellSource`] (rows streamed from disk; CSC `X` is not streamable and is refused
@@ -124,9 +107,7 @@ impl CellSource for H5adReader {
         self.x_info().map(|i| i.shape).unwrap_or((0, 0))
     }
     fn encoding(&self) -> MatrixEncoding {
-        self.x_info()
-            .map(|i| i.encoding)
-            .unwrap_or(MatrixEncoding::Csr)
+        self.x_info().map(|i| i.encoding).unwrap_or(MatrixEncoding::Csr)
     }
     fn var_names(&self) -> Result<Vec<String>> {
         H5adReader::var_names(self).map_err(h5ad_err)
@@ -135,16 +116,10 @@ impl CellSource for H5adReader {
         H5adReader::obs_column_names(self).map_err(h5ad_err)
     }
     fn obs_column(&self, name: &str) -> Result<Option<Column>> {
-        if !H5adReader::obs_column_names(self)
-            .map_err(h5ad_err)?
-            .iter()
-            .any(|c| c == name)
-        {
+        if !H5adReader::obs_column_names(self).map_err(h5ad_err)?.iter().any(|c| c == name) {
             return Ok(None);
         }
-        H5adReader::obs_column(self, name)
-            .map(Some)
-            .map_err(h5ad_err)
+        H5adReader::obs_column(self, name).map(Some).map_err(h5ad_err)
     }
     fn read_rows(&self, start: usize, end: usize) -> Result<CsrMatrix> {
         self.read_x_rows(start, end).map_err(h5ad_err)
@@ -181,11 +156,7 @@ pub fn load_pair(
 
 /// Open, scan and check one `.h5ad` file on its own (e.g. `baseline` DE): perturbation column, control,
 /// NaN/inf and unused categories.
-pub fn prepare_file(
-    path: &Path,
-    opts: &InputOptions,
-    progress: &dyn Progress,
-) -> Result<PreparedFile> {
+pub fn prepare_file(path: &Path, opts: &InputOptions, progress: &dyn Progress) -> Result<PreparedFile> {
     let s = open_h5ad(path)?;
     prepare_source(path, s, opts, progress)
 }
@@ -268,22 +239,16 @@ impl PreparedFile {
         progress: &dyn Progress,
         mut f: impl FnMut(usize, &CsrMatrix) -> Result<()>,
     ) -> Result<()> {
-        stream_chunks(
-            self.source.as_ref(),
-            &self.name(),
-            self.chunk_rows,
-            progress,
-            |start, mut m| {
-                if !self.transform.is_identity() {
-                    for (r, mut row) in m.outer_iterator_mut().enumerate() {
-                        for (_, v) in row.iter_mut() {
-                            *v = self.transform.apply(start + r, *v);
-                        }
+        stream_chunks(self.source.as_ref(), &self.name(), self.chunk_rows, progress, |start, mut m| {
+            if !self.transform.is_identity() {
+                for (r, mut row) in m.outer_iterator_mut().enumerate() {
+                    for (_, v) in row.iter_mut() {
+                        *v = self.transform.apply(start + r, *v);
                     }
                 }
-                f(start, &m)
-            },
-        )
+            }
+            f(start, &m)
+        })
     }
 
     /// Open an obsm entry and check its row count.
@@ -354,12 +319,7 @@ struct Scanned {
     chunk_rows: usize,
 }
 
-fn scan(
-    path: &Path,
-    source: Box<dyn CellSource>,
-    opts: &InputOptions,
-    progress: &dyn Progress,
-) -> Result<Scanned> {
+fn scan(path: &Path, source: Box<dyn CellSource>, opts: &InputOptions, progress: &dyn Progress) -> Result<Scanned> {
     let name = path.display().to_string();
     let (n_obs, n_vars) = source.shape();
     let chunk_rows = chunk_rows_for(source.as_ref(), opts.chunk_nnz);
@@ -372,13 +332,7 @@ fn scan(
         Ok(())
     })?;
     let transform = decide_transform(&name, &stats, opts.allow_discrete)?;
-    Ok(Scanned {
-        path: path.to_owned(),
-        source,
-        stats,
-        transform,
-        chunk_rows,
-    })
+    Ok(Scanned { path: path.to_owned(), source, stats, transform, chunk_rows })
 }
 
 /// The label of each cell as cell-eval compares them (`astype(str)`: a missing value is "nan").
@@ -392,13 +346,8 @@ fn unique_labels(cat: &Categorical) -> Vec<String> {
             missing = true;
         }
     }
-    let mut set: BTreeSet<String> = cat
-        .categories
-        .iter()
-        .zip(&present)
-        .filter(|(_, &p)| p)
-        .map(|(c, _)| c.clone())
-        .collect();
+    let mut set: BTreeSet<String> =
+        cat.categories.iter().zip(&present).filter(|(_, &p)| p).map(|(c, _)| c.clone()).collect();
     if missing {
         set.insert("nan".to_owned());
     }
@@ -428,12 +377,7 @@ fn pert_column(s: &Scanned, which: &'static str, opts: &InputOptions) -> Result<
     }
 }
 
-fn check_control(
-    s: &Scanned,
-    which: &'static str,
-    labels: &[String],
-    opts: &InputOptions,
-) -> Result<()> {
+fn check_control(s: &Scanned, which: &'static str, labels: &[String], opts: &InputOptions) -> Result<()> {
     if labels.contains(&opts.control) {
         Ok(())
     } else {
@@ -450,20 +394,11 @@ fn check_control(
 fn check_pdex(s: &Scanned, cat: &Categorical, opts: &InputOptions) -> Result<()> {
     let name = s.path.display().to_string();
     if s.stats.n_nan > 0 || s.stats.n_inf > 0 {
-        return Err(EvalError::NonFinite {
-            file: name,
-            n_nan: s.stats.n_nan,
-            n_inf: s.stats.n_inf,
-        });
+        return Err(EvalError::NonFinite { file: name, n_nan: s.stats.n_nan, n_inf: s.stats.n_inf });
     }
     let counts = cat.counts();
-    let unused: Vec<String> = cat
-        .categories
-        .iter()
-        .zip(&counts)
-        .filter(|(c, &n)| n == 0 && !c.is_empty())
-        .map(|(c, _)| c.clone())
-        .collect();
+    let unused: Vec<String> =
+        cat.categories.iter().zip(&counts).filter(|(c, &n)| n == 0 && !c.is_empty()).map(|(c, _)| c.clone()).collect();
     if !unused.is_empty() {
         return Err(EvalError::UnusedCategory {
             file: name,
@@ -474,18 +409,10 @@ fn check_pdex(s: &Scanned, cat: &Categorical, opts: &InputOptions) -> Result<()>
     Ok(())
 }
 
-fn finish(
-    s: Scanned,
-    cat: Categorical,
-    opts: &InputOptions,
-    var_names: Vec<String>,
-) -> Result<PreparedFile> {
+fn finish(s: Scanned, cat: Categorical, opts: &InputOptions, var_names: Vec<String>) -> Result<PreparedFile> {
     let (n_obs, n_vars) = s.source.shape();
-    let control_code = cat
-        .categories
-        .iter()
-        .position(|c| *c == opts.control)
-        .ok_or_else(|| EvalError::MissingControl {
+    let control_code =
+        cat.categories.iter().position(|c| *c == opts.control).ok_or_else(|| EvalError::MissingControl {
             which: "file",
             file: s.path.display().to_string(),
             control: opts.control.clone(),
@@ -525,15 +452,10 @@ pub fn load_pair_sources(
     let pred_vars = pred.source.var_names()?;
     let (rn, pn) = (real.stats.n_vars, pred.stats.n_vars);
     if rn != pn || real_vars.len() != pred_vars.len() {
-        return Err(EvalError::GeneCount {
-            real: rn.max(real_vars.len()),
-            pred: pn.max(pred_vars.len()),
-        });
+        return Err(EvalError::GeneCount { real: rn.max(real_vars.len()), pred: pn.max(pred_vars.len()) });
     }
     // 4. var_names order
-    let diffs: Vec<usize> = (0..real_vars.len())
-        .filter(|&i| real_vars[i] != pred_vars[i])
-        .collect();
+    let diffs: Vec<usize> = (0..real_vars.len()).filter(|&i| real_vars[i] != pred_vars[i]).collect();
     if let Some(&index) = diffs.first() {
         return Err(EvalError::GeneOrder {
             index,
@@ -550,10 +472,7 @@ pub fn load_pair_sources(
     let pred_labels = unique_labels(&pred_cat);
     if real_labels != pred_labels {
         let only = |a: &[String], b: &[String]| -> Vec<String> {
-            a.iter()
-                .filter(|x| b.binary_search(x).is_err())
-                .cloned()
-                .collect()
+            a.iter().filter(|x| b.binary_search(x).is_err()).cloned().collect()
         };
         return Err(EvalError::PerturbationMismatch {
             column: opts.pert_col.clone(),

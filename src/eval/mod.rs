@@ -3,6 +3,7 @@
 //! Stages: `input` (checks, log-normalisation) → `de` (pdex's Mann–Whitney DE, streaming) and `pseudobulk` →
 //! `metrics` → `describe` → `results_csv`; `pipeline` runs them as `cell-eval run` does; `score` and
 //! `baseline` are cell-eval's `score` and `baseline` commands.
+pub mod baseline;
 pub mod bh;
 pub mod de;
 pub mod de_csv;
@@ -13,6 +14,8 @@ pub mod input;
 pub mod metrics;
 pub mod mwu;
 pub mod normalize;
+pub mod pipeline;
+pub mod prep;
 pub mod profile;
 pub mod pseudobulk;
 pub mod results_csv;

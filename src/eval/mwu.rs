@@ -76,10 +76,7 @@ pub fn mwu_from_ranks(r1: f64, ties: f64, n1: usize, n2: usize) -> MwuResult {
     } else {
         1.0
     };
-    MwuResult {
-        statistic: u1,
-        p_value: p,
-    }
+    MwuResult { statistic: u1, p_value: p }
 }
 
 /// Two-sided MWU of sparse non-negative samples (see [`rank_sum_and_ties`]).
@@ -197,11 +194,7 @@ pub fn erfc(a: f64) -> f64 {
         return under;
     }
     let z = z.exp();
-    let (p, q) = if x < 8.0 {
-        (polevl(x, &P), p1evl(x, &Q))
-    } else {
-        (polevl(x, &R), p1evl(x, &S))
-    };
+    let (p, q) = if x < 8.0 { (polevl(x, &P), p1evl(x, &Q)) } else { (polevl(x, &R), p1evl(x, &S)) };
     let mut y = (z * p) / q;
     if a < 0.0 {
         y = 2.0 - y;
@@ -249,11 +242,7 @@ mod tests {
             (20.0, 5.395_865_611_607_900_928_9e-176),
         ];
         for (x, want) in cases {
-            assert!(
-                rel(erfc(x), want) < 2e-15,
-                "erfc({x}) = {} want {want}",
-                erfc(x)
-            );
+            assert!(rel(erfc(x), want) < 2e-15, "erfc({x}) = {} want {want}", erfc(x));
         }
         assert!(rel(erf(0.5), 0.520_499_877_813_046_537_68) < 2e-16);
         assert!(rel(ndtr(-1.0), 0.158_655_253_931_457_051_41) < 2e-15);

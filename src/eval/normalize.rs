@@ -124,16 +124,8 @@ pub fn numpy_log1p_f32(x: f32) -> f32 {
     }
     const ONE: f32 = 1.0;
     const TWO_THIRDS_BITS: i32 = 0x3f2a_aaab;
-    const C: [u32; 8] = [
-        0x3e0d_84ed,
-        0xbe1a_d9e3,
-        0x3e0f_cb12,
-        0xbe28_ad37,
-        0x3e4c_e190,
-        0xbe80_058e,
-        0x3eaa_aa94,
-        0xbf00_0000,
-    ];
+    const C: [u32; 8] =
+        [0x3e0d_84ed, 0xbe1a_d9e3, 0x3e0f_cb12, 0xbe28_ad37, 0x3e4c_e190, 0xbe80_058e, 0x3eaa_aa94, 0xbf00_0000];
     const LN2: u32 = 0x3f31_7218;
     // 1 + x as a high part s and a low part lo
     let a = ONE.max(x);
@@ -163,11 +155,7 @@ pub fn median_f32(values: &[f32]) -> Option<f32> {
     let mut v = values.to_vec();
     v.sort_by(f32::total_cmp);
     let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
 /// The scanpy `normalize_total` scale factors: target = median of the positive cell totals (f32), scale =
@@ -195,25 +183,15 @@ pub fn decide_transform(file: &str, stats: &ScanStats, allow_discrete: bool) -> 
     let (min, max) = stats.min_max();
     if stats.any_fractional {
         if min < 0.0 {
-            return Err(EvalError::NegativeLogNorm {
-                file: file.to_owned(),
-                min,
-            });
+            return Err(EvalError::NegativeLogNorm { file: file.to_owned(), min });
         }
         if max >= 15.0 && !allow_discrete {
-            return Err(EvalError::MaxTooLarge {
-                file: file.to_owned(),
-                max,
-            });
+            return Err(EvalError::MaxTooLarge { file: file.to_owned(), max });
         }
         return Ok(Transform::Identity);
     }
     if stats.n_negative > 0 {
-        return Err(EvalError::Negative {
-            file: file.to_owned(),
-            count: stats.n_negative,
-            min,
-        });
+        return Err(EvalError::Negative { file: file.to_owned(), count: stats.n_negative, min });
     }
     if allow_discrete {
         return Ok(Transform::Identity);
@@ -231,10 +209,7 @@ mod tests {
         for i in 0..20000 {
             let x = i as f32 * 0.01237;
             let (a, b) = (numpy_log1p_f32(x), x.ln_1p());
-            assert!(
-                (a - b).abs() <= 2.0 * f32::EPSILON * b.abs().max(1e-30),
-                "{x}: {a} vs {b}"
-            );
+            assert!((a - b).abs() <= 2.0 * f32::EPSILON * b.abs().max(1e-30), "{x}: {a} vs {b}");
         }
         assert_eq!(numpy_log1p_f32(0.0), 0.0);
     }
@@ -260,16 +235,10 @@ mod tests {
         }
         let mut s = ScanStats::new(1, 2);
         s.push_cell(&[0.5, 16.0]);
-        assert!(matches!(
-            decide_transform("f", &s, false),
-            Err(EvalError::MaxTooLarge { .. })
-        ));
+        assert!(matches!(decide_transform("f", &s, false), Err(EvalError::MaxTooLarge { .. })));
         assert!(decide_transform("f", &s, true).is_ok());
         let mut s = ScanStats::new(1, 2);
         s.push_cell(&[0.5, -1.0]);
-        assert!(matches!(
-            decide_transform("f", &s, false),
-            Err(EvalError::NegativeLogNorm { .. })
-        ));
+        assert!(matches!(decide_transform("f", &s, false), Err(EvalError::NegativeLogNorm { .. })));
     }
 }

@@ -14,10 +14,7 @@ pub struct PseudobulkAcc {
 
 impl PseudobulkAcc {
     pub fn new(n_categories: usize, n_cols: usize) -> Self {
-        PseudobulkAcc {
-            n_cols,
-            sums: vec![0.0; n_categories * n_cols],
-        }
+        PseudobulkAcc { n_cols, sums: vec![0.0; n_categories * n_cols] }
     }
 
     /// Add a sparse row of category `code`.
