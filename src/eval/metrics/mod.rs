@@ -7,6 +7,8 @@ pub mod clustering;
 pub mod de_metrics;
 pub mod edistance;
 pub mod error_metrics;
+pub mod knn;
+pub mod leiden;
 pub mod numeric;
 pub mod pds;
 
