@@ -101,6 +101,11 @@ pub fn build_baseline(opts: &BaselineOptions, progress: &dyn Progress) -> Result
             .collect(),
     };
 
+    for out in std::iter::once(&opts.output).chain(opts.de_output.as_ref()) {
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| read_err(out, e.to_string()))?;
+        }
+    }
     let reader = H5adReader::open(&opts.adata).map_err(|e| read_err(&opts.adata, e.to_string()))?;
     let var = DataFrame::with_index(file.var_names.clone());
     let out_err = |e: crate::data::h5ad::H5adError| read_err(&opts.output, e.to_string());
