@@ -63,7 +63,7 @@ fn erfc_ref(x: f64) -> f64 {
             term *= -x * x / n;
             let add = term / (2.0 * n + 1.0);
             sum += add;
-            if add.abs() < 1e-18 * sum.abs() {
+            if add.abs() <= 1e-18 * sum.abs() {
                 break;
             }
         }
