@@ -9,6 +9,7 @@ pub mod info;
 pub mod progress;
 pub mod runs;
 pub mod synth;
+pub mod ui;
 
 #[derive(Parser, Debug)]
 #[command(name = "vcell", version, about = "A terminal workbench for virtual-cell models")]
@@ -25,6 +26,8 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Jobs that outlive the terminal: start, list, tail, stop, resume, rm.
     Runs(runs::RunsArgs),
+    /// The terminal workbench: runs, loss curves, eval, DE, dataset and gene panes.
+    Ui(ui::UiArgs),
 }
 
 /// Parse the command line, run the command, map errors to a message and exit code 1.
@@ -44,5 +47,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(args) => synth::run(args),
         Command::Info(args) => info::run(args),
         Command::Runs(args) => runs::run(args),
+        Command::Ui(args) => ui::run(args),
     }
 }
