@@ -177,8 +177,10 @@ impl App {
                 return;
             }
         }
-        if self.runs.form.is_some() || self.runs.confirm.is_some() {
-            if matches!(action, Action::Input(_) | Action::Confirm | Action::Cancel | Action::Back) {
+        if (self.runs.form.is_some() || self.runs.confirm.is_some())
+            && matches!(action, Action::Input(_) | Action::Confirm | Action::Cancel | Action::Back)
+        {
+            {
                 let before = self.runs.shown();
                 self.runs.update(&action, out);
                 self.sync_shown(before, out);
@@ -351,18 +353,20 @@ impl App {
 
     fn render_help(&self, frame: &mut Frame, area: Rect) {
         let t = &self.theme;
-        let popup = centered(area, 64, 22);
+        let popup = centered(area, 78, 22);
         frame.render_widget(Clear, popup);
         let entries: [(&str, Action); 21] = [
             ("quit", Action::Quit),
             ("help", Action::Help),
             ("command line", Action::Palette),
-            ("next / prev pane", Action::NextPane),
-            ("move", Action::Down),
+            ("next pane", Action::NextPane),
+            ("previous pane", Action::PrevPane),
+            ("down / up", Action::Down),
             ("top / bottom", Action::Bottom),
             ("open selected", Action::Select),
             ("back", Action::Back),
-            ("sort / reverse", Action::Sort),
+            ("sort column", Action::Sort),
+            ("reverse sort", Action::ReverseSort),
             ("filter / search", Action::Filter),
             ("new run", Action::NewRun),
             ("stop run", Action::StopRun),
@@ -372,25 +376,31 @@ impl App {
             ("log scale", Action::ToggleLogScale),
             ("smoothing", Action::CycleSmoothing),
             ("zoom recent", Action::ToggleZoom),
-            ("DE: all / significant", Action::ToggleAll),
-            ("refresh", Action::Refresh),
-            ("reverse sort", Action::ReverseSort),
+            ("DE all / sig", Action::ToggleAll),
         ];
-        let mut lines: Vec<Line> = entries
+        let key_lines: Vec<Line> = entries
             .iter()
             .map(|(label, a)| {
                 let keys = self.keymap.keys_for(a).join(" ");
-                Line::from(vec![Span::styled(format!("{keys:>14} "), t.accent()), Span::raw(*label)])
+                Line::from(vec![Span::styled(format!("{keys:>12} "), t.accent()), Span::raw(*label)])
             })
             .collect();
-        lines.push(Line::raw(""));
-        lines.extend(
-            COMMANDS
-                .iter()
-                .map(|(c, what)| Line::from(vec![Span::styled(format!("{c:>14} "), t.accent()), Span::raw(*what)])),
-        );
-        let b = block(" Help (Esc closes; keys: ~/.config/vcell/keymap.toml) ", t, popup);
-        frame.render_widget(Paragraph::new(lines).block(b), popup);
+        let cmd_lines: Vec<Line> = COMMANDS
+            .iter()
+            .flat_map(|(c, what)| [Line::styled(format!(" {c}"), t.accent()), Line::raw(format!("     {what}"))])
+            .collect();
+        let b = block(" Help: Esc closes; keys from ~/.config/vcell/keymap.toml ", t, popup);
+        let inner = b.inner(popup);
+        frame.render_widget(b, popup);
+        if inner.width >= 70 {
+            let [left, right] = Layout::horizontal([Constraint::Length(36), Constraint::Min(1)]).areas(inner);
+            frame.render_widget(Paragraph::new(key_lines), left);
+            frame.render_widget(Paragraph::new(cmd_lines), right);
+        } else {
+            let mut lines = key_lines;
+            lines.extend(cmd_lines);
+            frame.render_widget(Paragraph::new(lines), inner);
+        }
     }
 }
 

@@ -27,7 +27,7 @@ pub struct Latest {
 
 impl Latest {
     /// A new request: the previous one (if still running) is cancelled and its result will be dropped.
-    pub fn next(&mut self) -> Ticket {
+    pub fn start(&mut self) -> Ticket {
         self.cancel.store(true, Ordering::Relaxed);
         self.id += 1;
         self.cancel = Arc::new(AtomicBool::new(false));
@@ -62,8 +62,8 @@ mod tests {
     #[test]
     fn only_the_latest_result_is_kept() {
         let mut l = Latest::default();
-        let a = l.next();
-        let b = l.next();
+        let a = l.start();
+        let b = l.start();
         assert!(a.cancelled() && !b.cancelled());
         assert!(l.pending());
         assert!(!l.finish(a.id));

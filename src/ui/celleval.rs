@@ -182,7 +182,7 @@ fn read_de(
     let mut n = 0usize;
     while csv.reader.read_record(&mut rec).map_err(|e| err(path, e))? {
         n += 1;
-        if n % 100_000 == 0 && cancel() {
+        if n.is_multiple_of(100_000) && cancel() {
             return Err(UiError::Cancelled);
         }
         let field = |i: usize| rec.get(cols[i]).unwrap_or_default();

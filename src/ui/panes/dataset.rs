@@ -232,8 +232,12 @@ impl DatasetPane {
         self.progress = (0, 0);
         self.column = 0;
         self.selected = 0;
-        out.effect(Effect::LoadDataset { ticket: self.load.next(), path: path.clone(), pert_col: pert_col.to_owned() });
-        out.effect(Effect::LoadGeneStats { ticket: self.stats_load.next(), path });
+        out.effect(Effect::LoadDataset {
+            ticket: self.load.start(),
+            path: path.clone(),
+            pert_col: pert_col.to_owned(),
+        });
+        out.effect(Effect::LoadGeneStats { ticket: self.stats_load.start(), path });
     }
 
     pub fn loaded(&mut self, id: u64, result: Result<Arc<DatasetSummary>, String>) {
@@ -358,7 +362,7 @@ pub fn render(pane: &DatasetPane, theme: &Theme, frame: &mut Frame, area: Rect) 
     spans.extend(kv("X", summary.x.clone(), theme));
     frame.render_widget(Paragraph::new(Line::from(spans)), head);
 
-    let genes_w = if body.width >= 70 { body.width * 2 / 5 } else { 0 };
+    let genes_w = if body.width >= 70 { (body.width / 2).min(60) } else { 0 };
     let [cats_area, genes_area] = Layout::horizontal([Constraint::Min(1), Constraint::Length(genes_w)]).areas(body);
     let [tabs_area, table_area] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(cats_area);
     // Column chooser: ◀ name (kind, n) ▶
@@ -413,7 +417,7 @@ fn render_genes(pane: &DatasetPane, theme: &Theme, frame: &mut Frame, area: Rect
     frame.render_widget(Paragraph::new(input_line(" gene /", &pane.query, pane.editing, theme)), search);
     let Some(stats) = &pane.stats else {
         let (done, total) = pane.progress;
-        let pct = if total > 0 { 100 * done / total } else { 0 };
+        let pct = (100 * done).checked_div(total).unwrap_or(0);
         let text = format!(" gene statistics: reading X… {pct}%");
         frame.render_widget(Paragraph::new(Line::styled(text, theme.dim())), table_area);
         return;

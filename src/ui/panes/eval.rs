@@ -63,7 +63,7 @@ pub struct EvalPane {
 
 impl EvalPane {
     pub fn open(&mut self, dir: PathBuf, out: &mut Out) {
-        let ticket = self.load.next();
+        let ticket = self.load.start();
         self.dir = Some(dir.clone());
         self.error = None;
         out.effect(Effect::LoadEval { ticket, dir });

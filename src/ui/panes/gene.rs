@@ -128,7 +128,7 @@ impl GenePane {
             perturbation: p.clone(),
             gene: g.clone(),
         };
-        out.effect(Effect::LoadGene { ticket: self.load.next(), request });
+        out.effect(Effect::LoadGene { ticket: self.load.start(), request });
     }
 
     pub fn loaded(&mut self, id: u64, result: Result<Arc<GeneData>, String>) {

@@ -86,6 +86,9 @@ fn transform(points: Vec<(f64, f64)>, log: bool) -> Vec<(f64, f64)> {
     }
 }
 
+/// A curve to draw: legend name, points, style.
+type Curve = (String, Vec<(f64, f64)>, Style);
+
 pub fn render(pane: &LossPane, theme: &Theme, frame: &mut Frame, area: Rect) {
     let mut title = String::from(" Loss");
     if pane.log_scale {
@@ -115,7 +118,7 @@ pub fn render(pane: &LossPane, theme: &Theme, frame: &mut Frame, area: Rect) {
 
     // Series data (owned here, borrowed by the datasets).
     let weight = SMOOTHING[pane.smoothing];
-    let mut series: Vec<(String, Vec<(f64, f64)>, Style)> = Vec::new();
+    let mut series: Vec<Curve> = Vec::new();
     for (i, name) in pane.shown.iter().enumerate() {
         let Some(h) = pane.histories.get(name) else { continue };
         let color = theme.series(i);

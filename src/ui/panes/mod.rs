@@ -85,7 +85,7 @@ pub fn fmt_num(v: Option<f64>) -> String {
     match v {
         None => "-".into(),
         Some(v) if v.is_nan() => "NaN".into(),
-        Some(v) if v == 0.0 => "0".into(),
+        Some(0.0) => "0".into(),
         Some(v) if v.abs() >= 1e5 || v.abs() < 1e-3 => format!("{v:.2e}"),
         Some(v) if v.abs() >= 100.0 => format!("{v:.1}"),
         Some(v) => format!("{v:.4}"),

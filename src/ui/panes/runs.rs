@@ -249,10 +249,17 @@ pub fn render(pane: &RunsPane, theme: &Theme, frame: &mut Frame, area: Rect) {
             Confirm::Delete(n) => format!("Delete run {n} and all its files? (y/n)"),
             Confirm::Stop(n) => format!("Stop {n}? It checkpoints first. (y/n)"),
         };
-        let popup = centered(area, (text.len() as u16 + 4).min(area.width), 3.min(area.height));
+        let popup = centered(area, (text.len() as u16 + 4).min(area.width), 5.min(area.height));
         frame.render_widget(Clear, popup);
-        let b = block(" Confirm ", theme, popup).border_style(theme.warn());
-        frame.render_widget(Paragraph::new(Line::styled(text, theme.warn())).block(b), popup);
+        let b = if popup.height >= 3 {
+            ratatui::widgets::Block::bordered().title(" Confirm ").border_style(theme.warn())
+        } else {
+            ratatui::widgets::Block::default()
+        };
+        frame.render_widget(
+            Paragraph::new(Line::styled(text, theme.warn())).block(b).wrap(ratatui::widgets::Wrap { trim: true }),
+            popup,
+        );
     }
 }
 
