@@ -46,11 +46,20 @@ fn render_loss_pane_with_a_million_steps() {
         .collect();
     let t = Instant::now();
     for chunk in events.chunks(10_000) {
-        app.update(Action::Loaded(Loaded::Events { run: "big".into(), events: Arc::new(chunk.to_vec()), reset: false }));
+        app.update(Action::Loaded(Loaded::Events {
+            run: "big".into(),
+            events: Arc::new(chunk.to_vec()),
+            reset: false,
+        }));
     }
     let ingest = t.elapsed();
     let h = &app.loss.histories["big"];
-    println!("loss: ingest 1M train + 1k val events: {ingest:?}; buckets {} (stride {}), recent {}", h.train.full.len(), h.train.full.stride(), h.train.recent.len());
+    println!(
+        "loss: ingest 1M train + 1k val events: {ingest:?}; buckets {} (stride {}), recent {}",
+        h.train.full.len(),
+        h.train.full.stride(),
+        h.train.recent.len()
+    );
     for (w, hgt) in [(80, 24), (200, 60)] {
         println!("loss {w}x{hgt}: {:?}/frame (full history)", time_frames(&app, w, hgt, 50));
     }
@@ -113,7 +122,11 @@ fn render_dataset_pane_300k_cells() {
         }
         None => vcc_like_summary(),
     };
-    println!("dataset: {} cells, {} categories in the first column", summary.n_obs, summary.columns[0].categories.len());
+    println!(
+        "dataset: {} cells, {} categories in the first column",
+        summary.n_obs,
+        summary.columns[0].categories.len()
+    );
     app.dataset.path = Some(summary.path.clone());
     app.dataset.summary = Some(Arc::new(summary));
     let id = app.dataset.stats_load.start().id;
