@@ -1,0 +1,231 @@
+//! A small reader for the eval layer's output folder (`results.csv`, `agg_results.csv`, `score.csv`,
+//! `real_de.csv`, `pred_de.csv`), used by the eval, DE and gene panes until the eval layer exposes its own
+//! reader; then swap `load_eval_dir` for it.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::UiError;
+
+/// One perturbation's row of `results.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PertRow {
+    pub name: String,
+    pub overlap: Option<f64>,
+    pub mae: Option<f64>,
+    pub pdisc: Option<f64>,
+    /// PDisc rank: (1 − discrimination_score_l1)·N, 0 is best.
+    pub rank: Option<f64>,
+}
+
+/// One gene of one perturbation, real and predicted DE side by side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeRow {
+    pub feature: String,
+    pub real: Option<DeStat>,
+    pub pred: Option<DeStat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeStat {
+    pub lfc: f64,
+    pub fdr: f64,
+    pub target_mean: f64,
+    pub ref_mean: f64,
+}
+
+/// Significance threshold of the VCC DE metrics.
+pub const FDR_THRESHOLD: f64 = 0.05;
+
+impl DeStat {
+    pub fn significant(&self) -> bool {
+        self.fdr < FDR_THRESHOLD
+    }
+}
+
+impl DeRow {
+    pub fn real_sig(&self) -> bool {
+        self.real.is_some_and(|s| s.significant())
+    }
+    pub fn pred_sig(&self) -> bool {
+        self.pred.is_some_and(|s| s.significant())
+    }
+}
+
+/// Everything read from an eval output folder.
+#[derive(Debug, Clone, Default)]
+pub struct EvalData {
+    pub dir: PathBuf,
+    /// `score.csv`: metric → improvement over the baseline (and `avg_score`).
+    pub score: Vec<(String, f64)>,
+    /// The `mean` row of `agg_results.csv`.
+    pub means: Vec<(String, f64)>,
+    pub perts: Vec<PertRow>,
+    /// target → genes (sorted by feature name), when the DE tables are present.
+    pub de: BTreeMap<String, Vec<DeRow>>,
+    pub notes: Vec<String>,
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> UiError {
+    UiError::Data(format!("{}: {e}", path.display()))
+}
+
+fn parse_num(s: &str) -> Option<f64> {
+    let t = s.trim();
+    if t.is_empty() {
+        None
+    } else {
+        t.parse::<f64>().ok()
+    }
+}
+
+/// Rows of a CSV as (header, records) with the header positions looked up by name.
+struct Csv {
+    path: PathBuf,
+    headers: Vec<String>,
+    reader: csv::Reader<std::fs::File>,
+}
+
+impl Csv {
+    fn open(path: &Path) -> Result<Csv, UiError> {
+        let mut reader = csv::Reader::from_path(path).map_err(|e| err(path, e))?;
+        let headers = reader.headers().map_err(|e| err(path, e))?.iter().map(str::to_owned).collect();
+        Ok(Csv { path: path.to_owned(), headers, reader })
+    }
+    fn col(&self, name: &str) -> Option<usize> {
+        self.headers.iter().position(|h| h == name)
+    }
+    fn need(&self, name: &str) -> Result<usize, UiError> {
+        self.col(name).ok_or_else(|| err(&self.path, format!("no column {name:?}")))
+    }
+}
+
+/// Read an eval output folder. `results.csv` is required; the others are optional (noted when missing).
+pub fn load_eval_dir(dir: &Path, cancel: &dyn Fn() -> bool) -> Result<EvalData, UiError> {
+    let mut data = EvalData { dir: dir.to_owned(), ..EvalData::default() };
+    let results = dir.join("results.csv");
+    let mut csv = Csv::open(&results)?;
+    let name = csv.need("perturbation")?;
+    let (ov, mae, disc) = (csv.col("overlap_at_N"), csv.col("mae"), csv.col("discrimination_score_l1"));
+    for rec in csv.reader.records() {
+        let rec = rec.map_err(|e| err(&results, e))?;
+        let get = |i: Option<usize>| i.and_then(|i| rec.get(i)).and_then(parse_num);
+        data.perts.push(PertRow {
+            name: rec.get(name).unwrap_or_default().to_owned(),
+            overlap: get(ov),
+            mae: get(mae),
+            pdisc: get(disc),
+            rank: None,
+        });
+    }
+    let n = data.perts.len() as f64;
+    for p in &mut data.perts {
+        p.rank = p.pdisc.map(|d| (1.0 - d) * n);
+    }
+    let score = dir.join("score.csv");
+    if score.exists() {
+        let mut csv = Csv::open(&score)?;
+        let (m, v) = (csv.need("metric")?, csv.need("from_baseline")?);
+        for rec in csv.reader.records() {
+            let rec = rec.map_err(|e| err(&score, e))?;
+            if let (Some(metric), Some(value)) = (rec.get(m), rec.get(v).and_then(parse_num)) {
+                data.score.push((metric.to_owned(), value));
+            }
+        }
+    } else {
+        data.notes.push("no score.csv (run the eval with a baseline)".into());
+    }
+    let agg = dir.join("agg_results.csv");
+    if agg.exists() {
+        let mut csv = Csv::open(&agg)?;
+        let stat = csv.need("statistic")?;
+        let headers = csv.headers.clone();
+        for rec in csv.reader.records() {
+            let rec = rec.map_err(|e| err(&agg, e))?;
+            if rec.get(stat) == Some("mean") {
+                for (i, h) in headers.iter().enumerate() {
+                    if let Some(v) = rec.get(i).and_then(parse_num).filter(|_| i != stat) {
+                        data.means.push((h.clone(), v));
+                    }
+                }
+            }
+        }
+    }
+    let (real, pred) = (dir.join("real_de.csv"), dir.join("pred_de.csv"));
+    if real.exists() && pred.exists() {
+        let mut by_target: BTreeMap<String, BTreeMap<String, DeRow>> = BTreeMap::new();
+        for (path, is_real) in [(&real, true), (&pred, false)] {
+            read_de(path, is_real, &mut by_target, cancel)?;
+        }
+        data.de = by_target.into_iter().map(|(t, genes)| (t, genes.into_values().collect())).collect();
+    } else {
+        data.notes.push("no real_de.csv/pred_de.csv: the DE pane is empty".into());
+    }
+    Ok(data)
+}
+
+fn read_de(
+    path: &Path,
+    is_real: bool,
+    out: &mut BTreeMap<String, BTreeMap<String, DeRow>>,
+    cancel: &dyn Fn() -> bool,
+) -> Result<(), UiError> {
+    let mut csv = Csv::open(path)?;
+    let cols = [
+        csv.need("target")?,
+        csv.need("feature")?,
+        csv.need("log2_fold_change")?,
+        csv.need("fdr")?,
+        csv.need("target_mean")?,
+        csv.need("ref_mean")?,
+    ];
+    let mut rec = csv::StringRecord::new();
+    let mut n = 0usize;
+    while csv.reader.read_record(&mut rec).map_err(|e| err(path, e))? {
+        n += 1;
+        if n.is_multiple_of(100_000) && cancel() {
+            return Err(UiError::Cancelled);
+        }
+        let field = |i: usize| rec.get(cols[i]).unwrap_or_default();
+        let num = |i: usize| parse_num(field(i)).unwrap_or(f64::NAN);
+        let stat = DeStat { lfc: num(2), fdr: num(3), target_mean: num(4), ref_mean: num(5) };
+        let row = out.entry(field(0).to_owned()).or_default().entry(field(1).to_owned()).or_insert_with(|| DeRow {
+            feature: field(1).to_owned(),
+            real: None,
+            pred: None,
+        });
+        if is_real {
+            row.real = Some(stat);
+        } else {
+            row.pred = Some(stat);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn reads_the_tiny_vcc_fixture() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/celleval/vcc");
+        let d = load_eval_dir(&dir, &|| false).unwrap();
+        assert_eq!(d.perts.len(), 8);
+        let p = d.perts.iter().find(|p| p.name == "GENE00111").unwrap();
+        assert_eq!(p.pdisc, Some(0.625));
+        assert_eq!(p.rank, Some(3.0));
+        assert!(d.score.iter().any(|(m, v)| m == "avg_score" && (v - 0.4340868749958294).abs() < 1e-12));
+        assert!(d.means.iter().any(|(m, v)| m == "mae" && (v - 0.13545721769332886).abs() < 1e-12));
+        assert_eq!(d.de.len(), 8);
+        assert!(d.de.values().all(|rows| rows.len() == 300));
+        assert!(d.de.values().flatten().all(|r| r.real.is_some() && r.pred.is_some()));
+    }
+
+    #[test]
+    fn missing_results_is_a_clear_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = load_eval_dir(tmp.path(), &|| false).unwrap_err();
+        assert!(e.to_string().contains("results.csv"), "{e}");
+    }
+}

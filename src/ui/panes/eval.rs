@@ -1,0 +1,288 @@
+//! Eval pane: the VCC summary (overlap_at_N, MAE, PDisc, score vs baseline) of an eval output folder, a sortable
+//! and filterable table of perturbations with PDisc rank, overlap and MAE, and a histogram of ranks.
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Row, Table};
+use ratatui::Frame;
+
+use super::{block, edit, fmt_num, input_line, kv, matches, message, move_selection, scroll_offset, Edit};
+use crate::ui::action::{Action, PaneId};
+use crate::ui::background::Latest;
+pub use crate::ui::celleval::EvalData;
+use crate::ui::celleval::PertRow;
+use crate::ui::effect::{Effect, Out};
+use crate::ui::theme::Theme;
+
+/// Sortable columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvalSort {
+    #[default]
+    Rank,
+    Overlap,
+    Mae,
+    Name,
+}
+
+impl EvalSort {
+    fn next(self) -> Self {
+        match self {
+            EvalSort::Rank => EvalSort::Overlap,
+            EvalSort::Overlap => EvalSort::Mae,
+            EvalSort::Mae => EvalSort::Name,
+            EvalSort::Name => EvalSort::Rank,
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            EvalSort::Rank => "rank",
+            EvalSort::Overlap => "overlap",
+            EvalSort::Mae => "mae",
+            EvalSort::Name => "name",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct EvalPane {
+    pub dir: Option<PathBuf>,
+    pub data: Option<Arc<EvalData>>,
+    pub error: Option<String>,
+    pub load: Latest,
+    pub sort: EvalSort,
+    /// Reverse of the natural order (best first for rank and MAE, highest overlap first).
+    pub reverse: bool,
+    pub filter: String,
+    pub editing: bool,
+    pub selected: usize,
+    /// Indices into `data.perts`, filtered and sorted.
+    pub view: Vec<usize>,
+}
+
+impl EvalPane {
+    pub fn open(&mut self, dir: PathBuf, out: &mut Out) {
+        let ticket = self.load.start();
+        self.dir = Some(dir.clone());
+        self.error = None;
+        out.effect(Effect::LoadEval { ticket, dir });
+    }
+
+    pub fn loaded(&mut self, id: u64, result: Result<Arc<EvalData>, String>) -> bool {
+        if !self.load.finish(id) {
+            return false;
+        }
+        match result {
+            Ok(d) => {
+                self.data = Some(d);
+                self.error = None;
+            }
+            Err(e) => self.error = Some(e),
+        }
+        self.rebuild();
+        true
+    }
+
+    pub fn selected_pert(&self) -> Option<&PertRow> {
+        let data = self.data.as_ref()?;
+        self.view.get(self.selected).and_then(|&i| data.perts.get(i))
+    }
+
+    fn rebuild(&mut self) {
+        let keep = self.selected_pert().map(|p| p.name.clone());
+        let Some(data) = &self.data else {
+            self.view.clear();
+            return;
+        };
+        let mut view: Vec<usize> =
+            (0..data.perts.len()).filter(|&i| matches(&data.perts[i].name, &self.filter)).collect();
+        let key = |p: &PertRow| match self.sort {
+            EvalSort::Rank => p.rank,
+            EvalSort::Overlap => p.overlap.map(|v| -v),
+            EvalSort::Mae => p.mae,
+            EvalSort::Name => None,
+        };
+        view.sort_by(|&a, &b| {
+            let (pa, pb) = (&data.perts[a], &data.perts[b]);
+            let by_key = match (key(pa), key(pb)) {
+                (Some(x), Some(y)) => x.total_cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            };
+            by_key.then_with(|| pa.name.cmp(&pb.name))
+        });
+        if self.reverse {
+            view.reverse();
+        }
+        self.view = view;
+        self.selected = keep
+            .and_then(|k| self.view.iter().position(|&i| data.perts[i].name == k))
+            .unwrap_or(0)
+            .min(self.view.len().saturating_sub(1));
+    }
+
+    pub fn update(&mut self, action: &Action, out: &mut Out) {
+        if self.editing {
+            if let Action::Input(key) = action {
+                match edit(&mut self.filter, *key) {
+                    Edit::Submitted | Edit::Cancelled => self.editing = false,
+                    Edit::Changed => self.rebuild(),
+                    Edit::Ignored => {}
+                }
+            }
+            return;
+        }
+        match action {
+            Action::Sort => {
+                self.sort = self.sort.next();
+                self.reverse = false;
+                self.rebuild();
+                out.say(format!("sorted by {}", self.sort.label()));
+            }
+            Action::ReverseSort => {
+                self.reverse = !self.reverse;
+                self.rebuild();
+            }
+            Action::Filter => self.editing = true,
+            Action::Back if !self.filter.is_empty() => {
+                self.filter.clear();
+                self.rebuild();
+            }
+            Action::Refresh => {
+                if let Some(dir) = self.dir.clone() {
+                    self.open(dir, out);
+                }
+            }
+            Action::Select => {
+                if let Some(p) = self.selected_pert() {
+                    out.then(Action::SetPerturbation(p.name.clone()));
+                    out.then(Action::GoPane(PaneId::De));
+                }
+            }
+            a => self.selected = move_selection(self.selected, self.view.len(), a, 10),
+        }
+    }
+}
+
+/// Rank histogram: `bins` counts over [0, n].
+pub fn rank_histogram(perts: &[PertRow], bins: usize) -> Vec<usize> {
+    let n = perts.len() as f64;
+    let mut counts = vec![0usize; bins.max(1)];
+    for r in perts.iter().filter_map(|p| p.rank) {
+        let b = if n > 0.0 { ((r / n) * bins as f64).floor() as usize } else { 0 };
+        if let Some(c) = counts.get_mut(b.min(bins.saturating_sub(1))) {
+            *c += 1;
+        }
+    }
+    counts
+}
+
+pub fn render(pane: &EvalPane, theme: &Theme, frame: &mut Frame, area: Rect) {
+    let outer = block(" Eval ", theme, area);
+    let data = match (&pane.data, &pane.error) {
+        (_, Some(e)) => {
+            message(frame, area, outer, vec![Line::styled(format!("error: {e}"), theme.bad())]);
+            return;
+        }
+        (Some(d), None) => d,
+        (None, None) => {
+            let text = if pane.load.pending() {
+                "Loading eval outputs…".to_owned()
+            } else {
+                "No eval outputs. Open a folder with :eval DIR (results.csv, score.csv, *_de.csv).".to_owned()
+            };
+            message(frame, area, outer, vec![Line::styled(text, theme.dim())]);
+            return;
+        }
+    };
+    let inner = outer.inner(area);
+    frame.render_widget(outer, area);
+    let summary_h = if inner.height >= 12 { 3 } else { 1 };
+    let [summary_area, filter_area, body] =
+        Layout::vertical([Constraint::Length(summary_h), Constraint::Length(1), Constraint::Min(1)]).areas(inner);
+
+    // Summary: the means and the score vs baseline.
+    let mean = |m: &str| data.means.iter().find(|(k, _)| k == m).map(|(_, v)| *v);
+    let score = |m: &str| data.score.iter().find(|(k, _)| k == m).map(|(_, v)| *v);
+    let mut l1 = Vec::new();
+    l1.extend(kv("perts", data.perts.len().to_string(), theme));
+    l1.extend(kv("score", fmt_num(score("avg_score")), theme));
+    let mut lines = vec![Line::from(l1)];
+    for (label, metric) in
+        [("DES overlap_at_N", "overlap_at_N"), ("MAE", "mae"), ("PDS pdisc_l1", "discrimination_score_l1")]
+    {
+        let mut spans = kv(label, fmt_num(mean(metric)), theme);
+        spans.push(Span::styled("vs baseline ", theme.dim()));
+        spans.push(Span::raw(fmt_num(score(metric))));
+        lines.push(Line::from(spans));
+    }
+    if summary_h == 1 {
+        let mut spans = kv("score", fmt_num(score("avg_score")), theme);
+        spans.extend(kv("ovl", fmt_num(mean("overlap_at_N")), theme));
+        spans.extend(kv("mae", fmt_num(mean("mae")), theme));
+        lines = vec![Line::from(spans)];
+    } else {
+        // Three rows: the first merges the count and score with DES.
+        let des = lines.remove(1);
+        lines[0].spans.extend(des.spans);
+    }
+    frame.render_widget(Paragraph::new(lines), summary_area);
+    let sort = format!("sort {}{}  filter ", pane.sort.label(), if pane.reverse { " (rev)" } else { "" });
+    frame.render_widget(Paragraph::new(input_line_owned(&sort, &pane.filter, pane.editing, theme)), filter_area);
+
+    let hist_w = if body.width >= 70 { 26 } else { 0 };
+    let [table_area, hist_area] = Layout::horizontal([Constraint::Min(1), Constraint::Length(hist_w)]).areas(body);
+    let visible = table_area.height.saturating_sub(1) as usize;
+    let offset = scroll_offset(pane.selected, visible);
+    let rows = pane.view.iter().enumerate().skip(offset).take(visible).filter_map(|(i, &pi)| {
+        let p = data.perts.get(pi)?;
+        let row = Row::new(vec![p.name.clone(), fmt_num(p.rank), fmt_num(p.overlap), fmt_num(p.mae), fmt_num(p.pdisc)]);
+        Some(if i == pane.selected { row.style(theme.selected()) } else { row })
+    });
+    let widths = [
+        Constraint::Min(10),
+        Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(8),
+    ];
+    let table = Table::new(rows, widths)
+        .header(Row::new(vec!["PERTURBATION", "RANK", "OVERLAP", "MAE", "PDISC"]).style(theme.header()));
+    frame.render_widget(table, table_area);
+    if hist_w > 0 {
+        let bins = 10usize.min(data.perts.len().max(1));
+        let counts = rank_histogram(&data.perts, bins);
+        let max = counts.iter().copied().max().unwrap_or(0);
+        let n = data.perts.len() as f64;
+        let bar_w = hist_w.saturating_sub(14) as usize;
+        let mut lines = vec![Line::styled(" PDisc rank histogram", theme.header())];
+        for (b, &c) in counts.iter().enumerate() {
+            let lo = n * b as f64 / bins as f64;
+            let len = if max > 0 { (c * bar_w).div_ceil(max) } else { 0 };
+            lines.push(Line::from(vec![
+                Span::styled(format!(" {lo:>5.1} "), theme.dim()),
+                Span::styled("█".repeat(len), theme.accent()),
+                Span::raw(format!(" {c}")),
+            ]));
+        }
+        frame.render_widget(Paragraph::new(lines), hist_area);
+    }
+}
+
+fn input_line_owned<'a>(label: &'a str, text: &'a str, editing: bool, theme: &Theme) -> Line<'a> {
+    input_line(label, text, editing, theme)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_bins_ranks() {
+        let p = |r: f64| PertRow { name: String::new(), overlap: None, mae: None, pdisc: None, rank: Some(r) };
+        let perts = vec![p(0.0), p(0.0), p(1.0), p(3.9), p(4.0)];
+        assert_eq!(rank_histogram(&perts, 5), vec![2, 1, 0, 1, 1]);
+    }
+}
