@@ -68,6 +68,11 @@ pub struct StConfig {
     /// Causal attention (transformers ≥ 4.53 without PR #227 silently trained this way); default bidirectional.
     #[serde(default)]
     pub causal: bool,
+    /// vcell's head (not Arc's): `ctrl + project_out(h)`, a plain predict-the-delta residual in expression space
+    /// with no `final_down_then_up`. Off by default (Arc's head). On, the model starts as "no effect" and only
+    /// has to learn the perturbation's shift, which trains much faster on CPU-sized models.
+    #[serde(default)]
+    pub delta_head: bool,
     #[serde(default = "default_eps")]
     pub rms_norm_eps: f64,
 }
@@ -99,6 +104,7 @@ impl StConfig {
             output_space: OutputSpace::Gene,
             gene_decoder: None,
             causal: false,
+            delta_head: false,
             rms_norm_eps: 1e-6,
         }
     }
@@ -126,6 +132,7 @@ impl StConfig {
             output_space: OutputSpace::All,
             gene_decoder: None,
             causal: false,
+            delta_head: false,
             rms_norm_eps: 1e-6,
         }
     }
@@ -153,6 +160,7 @@ impl StConfig {
             output_space: OutputSpace::All,
             gene_decoder: Some(GeneDecoderConfig::arc(input_dim)),
             causal: false,
+            delta_head: false,
             rms_norm_eps: 1e-6,
         }
     }
@@ -206,7 +214,11 @@ impl StConfig {
             self.input_dim * h + h
         };
         let d = self.output_dim;
-        let fdu = if self.output_space == OutputSpace::All { d * (d / 8) + d / 8 + (d / 8) * d + d } else { 0 };
+        let fdu = if self.output_space == OutputSpace::All && !self.delta_head {
+            d * (d / 8) + d / 8 + (d / 8) * d + d
+        } else {
+            0
+        };
         vec![
             ("pert_encoder", Mlp::n_params(self.pert_dim, h, h, self.n_encoder_layers)),
             ("basal_encoder", basal),
@@ -304,7 +316,7 @@ impl StModel {
         };
         let transformer_backbone = LlamaEncoder::load(vb.pp("transformer_backbone"), &cfg.llama_config())?;
         let project_out = Mlp::load(vb.pp("project_out"), h, cfg.output_dim, h, cfg.n_decoder_layers, drop)?;
-        let final_down_then_up = if cfg.output_space == OutputSpace::All {
+        let final_down_then_up = if cfg.output_space == OutputSpace::All && !cfg.delta_head {
             Some(DownThenUp::load(vb.pp("final_down_then_up"), cfg.output_dim)?)
         } else {
             None
@@ -376,6 +388,10 @@ impl StModel {
         let h = self.transformer_backbone.forward(&x)?;
         // Head as in state_transition.py `forward`.
         // Without predict_residual Arc skips final_down_then_up even in output_space all (it exists but is unused).
+        if self.cfg.delta_head {
+            let out = (self.project_out.forward_t(&h, train)? + ctrl)?;
+            return Ok(if self.cfg.relu_output { out.relu()? } else { out });
+        }
         let out = match (&self.final_down_then_up, self.cfg.predict_residual) {
             (Some(fdu), true) => fdu.forward(&(self.project_out.forward_t(&h, train)? + ctrl)?)?,
             (None, true) => self.project_out.forward_t(&(h + basal)?, train)?,

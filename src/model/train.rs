@@ -56,6 +56,8 @@ pub struct StTrainConfig {
     pub cell_set_len: Option<usize>,
     /// Add a learned batch embedding (`batch_encoder`).
     pub batch_encoder: bool,
+    /// Head: `delta` = control + predicted shift (vcell's, the default), `arc` = Arc's head.
+    pub head: String,
     /// Optimisation.
     pub batch_size: usize,
     pub max_steps: u64,
@@ -87,6 +89,7 @@ impl Default for StTrainConfig {
             dropout: None,
             cell_set_len: None,
             batch_encoder: false,
+            head: "delta".into(),
             batch_size: 8,
             max_steps: 400,
             lr: 1e-3,
@@ -126,6 +129,7 @@ impl StTrainConfig {
         }
         c.n_batches = if self.batch_encoder { Some(n_batches.max(1)) } else { None };
         c.output_space = OutputSpace::All;
+        c.delta_head = self.head != "arc";
         c
     }
 
@@ -162,6 +166,9 @@ impl StTrainConfig {
     fn validate(&self) -> Result<()> {
         if self.batch_size == 0 || self.max_steps == 0 {
             return Err(ModelError::Config("batch_size and max_steps must be at least 1".into()));
+        }
+        if self.head != "delta" && self.head != "arc" {
+            return Err(ModelError::Config(format!("head {:?} is not \"delta\" or \"arc\"", self.head)));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(ModelError::Config(format!("lr must be a positive number, got {}", self.lr)));
