@@ -26,16 +26,9 @@ fn edit(path: &Path, f: impl FnOnce(&hdf5::File)) {
 
 fn replace<T: hdf5::H5Type>(file: &hdf5::File, path: &str, data: &[T]) {
     let (parent, name) = path.rsplit_once('/').unwrap();
-    let g = if parent.is_empty() {
-        file.group("/").unwrap()
-    } else {
-        file.group(parent).unwrap()
-    };
+    let g = if parent.is_empty() { file.group("/").unwrap() } else { file.group(parent).unwrap() };
     g.unlink(name).unwrap();
-    g.new_dataset_builder()
-        .with_data(data)
-        .create(name)
-        .unwrap();
+    g.new_dataset_builder().with_data(data).create(name).unwrap();
 }
 
 fn set_str_attr(loc: &hdf5::Location, name: &str, value: &str) {
@@ -43,21 +36,14 @@ fn set_str_attr(loc: &hdf5::Location, name: &str, value: &str) {
         loc.delete_attr(name).unwrap();
     }
     let v: VarLenUnicode = value.parse().unwrap();
-    loc.new_attr::<VarLenUnicode>()
-        .create(name)
-        .unwrap()
-        .write_scalar(&v)
-        .unwrap();
+    loc.new_attr::<VarLenUnicode>().create(name).unwrap().write_scalar(&v).unwrap();
 }
 
 /// Asserts the message names the file and every fragment.
 fn assert_mentions(err: &H5adError, path: &Path, fragments: &[&str]) {
     let msg = err.to_string();
     let file_name = path.file_name().unwrap().to_str().unwrap();
-    assert!(
-        msg.contains(file_name),
-        "message does not name the file: {msg}"
-    );
+    assert!(msg.contains(file_name), "message does not name the file: {msg}");
     assert_eq!(err.file(), path);
     for f in fragments {
         assert!(msg.contains(f), "message lacks {f:?}: {msg}");
@@ -92,10 +78,7 @@ fn missing_file() {
 fn not_anndata() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("plain.h5");
-    hdf5::File::create(&p)
-        .unwrap()
-        .create_group("stuff")
-        .unwrap();
+    hdf5::File::create(&p).unwrap().create_group("stuff").unwrap();
     let err = H5adReader::open(&p).unwrap_err();
     assert_mentions(&err, &p, &["not an AnnData file"]);
 }
@@ -106,12 +89,9 @@ fn missing_x() {
     let p = valid(dir.path(), "nox.h5ad");
     edit(&p, |f| f.unlink("X").unwrap());
     let r = H5adReader::open(&p).unwrap();
-    for err in [
-        r.x_info().unwrap_err(),
-        r.read_x().unwrap_err(),
-        r.read_x_rows(0, 1).unwrap_err(),
-        r.read().unwrap_err(),
-    ] {
+    for err in
+        [r.x_info().unwrap_err(), r.read_x().unwrap_err(), r.read_x_rows(0, 1).unwrap_err(), r.read().unwrap_err()]
+    {
         assert!(matches!(err, H5adError::Missing { .. }), "{err:?}");
         assert_mentions(&err, &p, &["/X", "missing"]);
     }
@@ -121,28 +101,14 @@ fn missing_x() {
 fn wrong_encoding_type() {
     let dir = tempfile::tempdir().unwrap();
     let p = valid(dir.path(), "enc.h5ad");
-    edit(&p, |f| {
-        set_str_attr(&f.group("X").unwrap(), "encoding-type", "coo_matrix")
-    });
+    edit(&p, |f| set_str_attr(&f.group("X").unwrap(), "encoding-type", "coo_matrix"));
     let err = H5adReader::open(&p).unwrap().read_x().unwrap_err();
-    assert!(
-        matches!(err, H5adError::UnsupportedEncoding { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, H5adError::UnsupportedEncoding { .. }), "{err:?}");
     assert_mentions(&err, &p, &["/X", "coo_matrix"]);
 
     let p = valid(dir.path(), "enc_col.h5ad");
-    edit(&p, |f| {
-        set_str_attr(
-            &f.group("obs/target_gene").unwrap(),
-            "encoding-type",
-            "awkward-array",
-        )
-    });
-    let err = H5adReader::open(&p)
-        .unwrap()
-        .obs_column("target_gene")
-        .unwrap_err();
+    edit(&p, |f| set_str_attr(&f.group("obs/target_gene").unwrap(), "encoding-type", "awkward-array"));
+    let err = H5adReader::open(&p).unwrap().obs_column("target_gene").unwrap_err();
     assert_mentions(&err, &p, &["/obs/target_gene", "awkward-array"]);
 
     let p = valid(dir.path(), "enc_root.h5ad");
@@ -190,9 +156,7 @@ fn indptr_out_of_range() {
 fn indices_out_of_range() {
     let dir = tempfile::tempdir().unwrap();
     let p = valid(dir.path(), "idx.h5ad");
-    edit(&p, |f| {
-        replace(f, "X/indices", &[0i32, 3, 1, 4, 2, 0, 3, 1])
-    });
+    edit(&p, |f| replace(f, "X/indices", &[0i32, 3, 1, 4, 2, 0, 3, 1]));
     let err = H5adReader::open(&p).unwrap().read_x().unwrap_err();
     assert_mentions(&err, &p, &["/X/indices", "out of range", "n_vars = 4"]);
 
@@ -207,9 +171,7 @@ fn unsorted_indices_are_sorted_and_duplicates_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let p = valid(dir.path(), "unsorted.h5ad");
     let a = sample_anndata();
-    let XMatrix::Sparse(x) = &a.x else {
-        unreachable!()
-    };
+    let XMatrix::Sparse(x) = &a.x else { unreachable!() };
     // row 0 of the sample holds columns 0 and 3: store them reversed (data too)
     assert_eq!(&x.indices()[..2], &[0, 3]);
     let mut idx: Vec<i32> = x.indices().iter().map(|&i| i as i32).collect();
@@ -228,41 +190,22 @@ fn unsorted_indices_are_sorted_and_duplicates_rejected() {
     idx[1] = idx[0];
     edit(&p, |f| replace(f, "X/indices", &idx));
     let err = H5adReader::open(&p).unwrap().read_x().unwrap_err();
-    assert_mentions(
-        &err,
-        &p,
-        &["/X/indices", "duplicate column index 3 in row 0"],
-    );
+    assert_mentions(&err, &p, &["/X/indices", "duplicate column index 3 in row 0"]);
 }
 
 #[test]
 fn codes_outside_categories() {
     let dir = tempfile::tempdir().unwrap();
     let p = valid(dir.path(), "codes.h5ad");
-    edit(&p, |f| {
-        replace(f, "obs/target_gene/codes", &[0i8, 1, 9, 2, 0, 1])
-    });
+    edit(&p, |f| replace(f, "obs/target_gene/codes", &[0i8, 1, 9, 2, 0, 1]));
     let r = H5adReader::open(&p).unwrap();
-    for err in [
-        r.obs_column("target_gene").unwrap_err(),
-        r.obs().unwrap_err(),
-        r.read().unwrap_err(),
-    ] {
+    for err in [r.obs_column("target_gene").unwrap_err(), r.obs().unwrap_err(), r.read().unwrap_err()] {
         assert!(matches!(err, H5adError::Invalid { .. }), "{err:?}");
-        assert_mentions(
-            &err,
-            &p,
-            &["/obs/target_gene/codes", "code 9 at row 2", "3 categories"],
-        );
+        assert_mentions(&err, &p, &["/obs/target_gene/codes", "code 9 at row 2", "3 categories"]);
     }
     drop(r); // HDF5 refuses to reopen a file read-write while it is open read-only
-    edit(&p, |f| {
-        replace(f, "obs/target_gene/codes", &[0i8, 1, -2, 2, 0, 1])
-    });
-    let err = H5adReader::open(&p)
-        .unwrap()
-        .obs_column("target_gene")
-        .unwrap_err();
+    edit(&p, |f| replace(f, "obs/target_gene/codes", &[0i8, 1, -2, 2, 0, 1]));
+    let err = H5adReader::open(&p).unwrap().obs_column("target_gene").unwrap_err();
     assert_mentions(&err, &p, &["/obs/target_gene/codes", "code -2"]);
 }
 
@@ -298,10 +241,7 @@ fn shape_mismatch() {
     edit(&p, |f| {
         let g = f.group("X").unwrap();
         g.delete_attr("shape").unwrap();
-        g.new_attr_builder()
-            .with_data(&[7i64, 4])
-            .create("shape")
-            .unwrap();
+        g.new_attr_builder().with_data(&[7i64, 4]).create("shape").unwrap();
     });
     let err = H5adReader::open(&p).unwrap().x_info().unwrap_err();
     assert_mentions(&err, &p, &["/X/indptr", "expected 8"]);
@@ -320,14 +260,9 @@ fn missing_obs_column() {
     let r = H5adReader::open(&p).unwrap();
     let err = r.obs_column("perturbation").unwrap_err();
     match &err {
-        H5adError::ColumnNotFound {
-            name, available, ..
-        } => {
+        H5adError::ColumnNotFound { name, available, .. } => {
             assert_eq!(name, "perturbation");
-            assert_eq!(
-                available,
-                &["target_gene", "label", "count", "score", "flag"]
-            );
+            assert_eq!(available, &["target_gene", "label", "count", "score", "flag"]);
         }
         other => panic!("{other:?}"),
     }
@@ -359,10 +294,7 @@ fn dense_x_must_be_2d_and_numeric() {
     let p = valid(dir.path(), "dense1d.h5ad");
     edit(&p, |f| {
         f.unlink("X").unwrap();
-        f.new_dataset_builder()
-            .with_data(&[1f32, 2.0, 3.0])
-            .create("X")
-            .unwrap();
+        f.new_dataset_builder().with_data(&[1f32, 2.0, 3.0]).create("X").unwrap();
     });
     let err = H5adReader::open(&p).unwrap().read_x().unwrap_err();
     assert_mentions(&err, &p, &["/X", "2-D"]);

@@ -31,9 +31,7 @@ fn meta(case: &str) -> Value {
 /// Checks one file; `real` selects which of fixture.json's cell counts applies.
 fn check(path: &Path, case: &str, real: bool, e: &Expect<'_>) {
     let m = meta(case);
-    let n_cells = m[if real { "n_cells_real" } else { "n_cells_pred" }]
-        .as_u64()
-        .unwrap() as usize;
+    let n_cells = m[if real { "n_cells_real" } else { "n_cells_pred" }].as_u64().unwrap() as usize;
     let n_genes = m["n_genes"].as_u64().unwrap() as usize;
     let control = m["control"].as_str().unwrap();
     let pert_col = m["pert_col"].as_str().unwrap_or("target_gene");
@@ -41,21 +39,14 @@ fn check(path: &Path, case: &str, real: bool, e: &Expect<'_>) {
     let r = H5adReader::open(path).unwrap();
     let info = r.x_info().unwrap();
     assert_eq!(info.shape, (n_cells, n_genes), "{}", e.rel);
-    assert_eq!(
-        (r.n_obs().unwrap(), r.n_vars().unwrap()),
-        (n_cells, n_genes)
-    );
+    assert_eq!((r.n_obs().unwrap(), r.n_vars().unwrap()), (n_cells, n_genes));
     assert_eq!(info.encoding, e.encoding, "{}", e.rel);
     assert_eq!(info.dtype, StoredDtype::F32, "{}", e.rel);
     assert_eq!(info.nnz, e.nnz, "{}", e.rel);
     if real && e.encoding != MatrixEncoding::Dense {
         let frac = m["nnz_frac_real"].as_f64().unwrap();
         let density = info.nnz.unwrap() as f64 / (n_cells * n_genes) as f64;
-        assert!(
-            (density - frac).abs() < 1e-12,
-            "{}: {density} vs {frac}",
-            e.rel
-        );
+        assert!((density - frac).abs() < 1e-12, "{}: {density} vs {frac}", e.rel);
     }
 
     let a = read_h5ad(path).unwrap();
@@ -67,15 +58,8 @@ fn check(path: &Path, case: &str, real: bool, e: &Expect<'_>) {
     assert_eq!(r.obs_names().unwrap(), a.obs.index);
 
     // perturbation counts
-    let Column::Categorical(c) = r.obs_column(pert_col).unwrap() else {
-        panic!("{pert_col} not categorical")
-    };
-    let counts: HashMap<&str, usize> = c
-        .categories
-        .iter()
-        .map(String::as_str)
-        .zip(c.counts())
-        .collect();
+    let Column::Categorical(c) = r.obs_column(pert_col).unwrap() else { panic!("{pert_col} not categorical") };
+    let counts: HashMap<&str, usize> = c.categories.iter().map(String::as_str).zip(c.counts()).collect();
     let expected: HashMap<&str, usize> = e.counts.iter().copied().collect();
     assert_eq!(counts, expected, "{}", e.rel);
     assert_eq!(counts[control], m["n_ctrl"].as_u64().unwrap() as usize);
@@ -87,17 +71,10 @@ fn check(path: &Path, case: &str, real: bool, e: &Expect<'_>) {
         XMatrix::Dense(d) => d.clone(),
     };
     let row0: f64 = dense.row(0).iter().map(|&v| f64::from(v)).sum();
-    assert!(
-        (row0 - e.row0_sum).abs() < 1e-3 * e.row0_sum.abs().max(1.0),
-        "{}: {row0}",
-        e.rel
-    );
+    assert!((row0 - e.row0_sum).abs() < 1e-3 * e.row0_sum.abs().max(1.0), "{}: {row0}", e.rel);
     if real {
         for g in m["zero_genes"].as_array().unwrap() {
-            let j = var_names
-                .iter()
-                .position(|n| n == g.as_str().unwrap())
-                .unwrap();
+            let j = var_names.iter().position(|n| n == g.as_str().unwrap()).unwrap();
             assert!(dense.column(j).iter().all(|&v| v == 0.0), "{} {g}", e.rel);
         }
     }
@@ -112,10 +89,7 @@ fn check(path: &Path, case: &str, real: bool, e: &Expect<'_>) {
             for (j, &v) in row.iter() {
                 assert_eq!(v, dense[[start + i, j]]);
             }
-            assert_eq!(
-                row.nnz(),
-                dense.row(start + i).iter().filter(|&&v| v != 0.0).count()
-            );
+            assert_eq!(row.nnz(), dense.row(start + i).iter().filter(|&&v| v != 0.0).count());
         }
         start = end;
     }
@@ -129,10 +103,7 @@ fn check(path: &Path, case: &str, real: bool, e: &Expect<'_>) {
     assert_eq!(col.top.len(), 3.min(e.counts.len()));
     assert_eq!(col.top[0].0, control);
     let text = s.to_string();
-    assert!(
-        text.contains(&format!("cells    {n_cells}")) && text.contains(control),
-        "{text}"
-    );
+    assert!(text.contains(&format!("cells    {n_cells}")) && text.contains(control), "{text}");
 }
 
 const TINY_COUNTS: &[(&str, usize)] = &[
@@ -152,20 +123,9 @@ fn tiny() {
     for (rel, real, nnz, row0) in [
         ("tiny/real.h5ad", true, 82057, 780.5579223632812),
         ("tiny/pred.h5ad", false, 82225, 780.5579223632812),
-        (
-            "tiny/celleval/vcc/baseline/baseline.h5ad",
-            false,
-            88481,
-            742.9161376953125,
-        ),
+        ("tiny/celleval/vcc/baseline/baseline.h5ad", false, 88481, 742.9161376953125),
     ] {
-        let e = Expect {
-            rel,
-            encoding: MatrixEncoding::Csr,
-            nnz: Some(nnz),
-            row0_sum: row0,
-            counts: TINY_COUNTS,
-        };
+        let e = Expect { rel, encoding: MatrixEncoding::Csr, nnz: Some(nnz), row0_sum: row0, counts: TINY_COUNTS };
         check(&fixture(rel), "tiny", real, &e);
     }
 }
@@ -248,14 +208,9 @@ fn errors_case_files() {
     let r = H5adReader::open(&fixture("errors/pred.h5ad")).unwrap();
     assert_eq!(r.x_info().unwrap().shape, (106, 100));
     let unused = H5adReader::open(&fixture("errors/pred_unused_category.h5ad")).unwrap();
-    let Column::Categorical(c) = unused.obs_column("target_gene").unwrap() else {
-        panic!()
-    };
+    let Column::Categorical(c) = unused.obs_column("target_gene").unwrap() else { panic!() };
     assert_eq!(c.categories.len(), 10);
-    assert_eq!(
-        c.counts()[c.categories.iter().position(|x| x == "GENE99999").unwrap()],
-        0
-    );
+    assert_eq!(c.counts()[c.categories.iter().position(|x| x == "GENE99999").unwrap()], 0);
     let no_col = H5adReader::open(&fixture("errors/pred_no_pert_col.h5ad")).unwrap();
     assert_eq!(no_col.obs_column_names().unwrap(), vec!["perturbation"]);
     let nan = read_h5ad(&fixture("errors/pred_nan.h5ad")).unwrap();
@@ -312,15 +267,9 @@ fn small_gzipped() {
             let density = info.nnz.unwrap() as f64 / (2212.0 * 2000.0);
             assert!((density - m["nnz_frac_real"].as_f64().unwrap()).abs() < 1e-12);
         }
-        let Column::Categorical(c) = r.obs_column("target_gene").unwrap() else {
-            panic!()
-        };
+        let Column::Categorical(c) = r.obs_column("target_gene").unwrap() else { panic!() };
         assert_eq!(c.categories.len(), 21);
-        let ctrl = c
-            .categories
-            .iter()
-            .position(|x| x == "non-targeting")
-            .unwrap();
+        let ctrl = c.categories.iter().position(|x| x == "non-targeting").unwrap();
         assert_eq!(c.counts()[ctrl], 200);
         assert_eq!(c.counts().iter().sum::<usize>(), 2212);
         // chunked reads cover exactly nnz entries

@@ -73,9 +73,7 @@ fn anndata_reads_what_vcell_writes() {
 
     // the streaming writer's chunked, resized datasets must read the same
     let streamed = dir.path().join("streamed.h5ad");
-    let XMatrix::Sparse(x) = &a.x else {
-        unreachable!()
-    };
+    let XMatrix::Sparse(x) = &a.x else { unreachable!() };
     let mut w = H5adWriter::create(&streamed, &a.var).unwrap();
     w.append_rows(&x.slice_outer(0..4).to_owned()).unwrap();
     w.append_rows(&x.slice_outer(4..6).to_owned()).unwrap();
