@@ -360,7 +360,7 @@ mod tests {
         assert!(is_raw_counts(&[36.0, 1.0]));
         assert!(!is_raw_counts(&[3.0, 1.0]));
         // Σ expm1 > 5e6: many values just under the max threshold.
-        assert!(is_raw_counts(&vec![15.0; 2]));
+        assert!(is_raw_counts(&[15.0; 2]));
         assert!(!is_raw_counts(&[]));
     }
 

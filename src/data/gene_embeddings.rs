@@ -481,7 +481,7 @@ pub fn synthetic_gene_embeddings(ds: &SynthDataset, dim: usize, seed: u64) -> Re
             feats[g * n_feat + j] = if sd > 1e-12 { (feats[g * n_feat + j] - mean) / sd } else { 0.0 };
         }
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5E_6E_E3B0);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5E6E_E3B0);
     let mut gauss = || -> f64 {
         let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
         let u2: f64 = rng.random::<f64>();
