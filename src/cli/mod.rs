@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod demo;
 pub mod device;
 pub mod eval;
 pub mod gpu_check;
@@ -25,6 +26,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The whole workflow on generated data: synthetic dataset, ST training, predictions, VCC scores.
+    Demo(demo::DemoArgs),
     /// Generate a synthetic VCC-shaped dataset (raw counts, CSR .h5ad).
     Synth(synth::SynthArgs),
     /// Summarise an .h5ad: shape, X encoding, obs columns and categories, obsm keys (never reads X's data).
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Info(args) => info::run(args),
         Command::Runs(args) => runs::run(args),

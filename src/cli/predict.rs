@@ -113,7 +113,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
             }
             let (cfg, _varmap, model) = checkpoint::load_model(&ckpt, &device)?;
             let layout = PairLayout::new(&table, split, cfg.cell_set_len, args.seed)?;
-            let mut predictor = predict::st_predictor(&model, &device);
+            let mut predictor = predict::st_predictor(&model, &device, &table, split);
             predict::write_prediction(&args.output, &table, &layout, &mut predictor)?;
             if let Some(real) = &args.real_output {
                 predict::write_real(real, &table, &layout)?;

@@ -130,7 +130,7 @@ fn train_st(args: TrainStArgs) -> anyhow::Result<()> {
     }
 }
 
-fn train_in_context(
+pub(crate) fn train_in_context(
     args: &TrainStArgs,
     cfg: StTrainConfig,
     data_cfg: &DataConfig,

@@ -54,9 +54,14 @@ pub trait Predictor {
 }
 
 /// The ST model as a predictor (eval mode, one set at a time).
+///
+/// With `recenter`, every predicted cell is shifted by (mean of the cell type's whole control pool − mean of the
+/// set's matched controls): the few controls drawn for a set carry sampling noise that would otherwise pass
+/// straight into the predicted pseudobulk (and MAE), while cell-to-cell variation is kept.
 pub struct StPredictor<'m> {
     pub model: &'m StModel,
     pub device: Device,
+    pub recenter: Option<BTreeMap<u16, Vec<f64>>>,
 }
 
 impl Predictor for StPredictor<'_> {
@@ -64,7 +69,21 @@ impl Predictor for StPredictor<'_> {
         let (ctrl, pert, batch, _) =
             batch_tensors(table, self.model.config(), std::slice::from_ref(set), &self.device)?;
         let pred = self.model.forward(&ctrl, &pert, batch.as_ref(), false)?;
-        Ok(pred.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?)
+        let mut values = pred.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
+        if let Some(pool) = self.recenter.as_ref().and_then(|m| m.get(&set.cell_type)) {
+            let g = table.n_features();
+            let drawn = table.gather(&set.controls);
+            let n = set.controls.len().max(1) as f64;
+            let mut drawn_mean = vec![0f64; g];
+            for row in drawn.chunks(g) {
+                drawn_mean.iter_mut().zip(row).for_each(|(a, v)| *a += *v as f64 / n);
+            }
+            let shift: Vec<f32> = pool.iter().zip(&drawn_mean).map(|(p, d)| (p - d) as f32).collect();
+            for row in values.chunks_mut(g) {
+                row.iter_mut().zip(&shift).for_each(|(v, s)| *v = (*v + s).max(0.0));
+            }
+        }
+        Ok(values)
     }
 }
 
@@ -311,7 +330,14 @@ pub fn predicted_means(
     Ok(acc.into_iter().map(|(k, (s, n))| (k, s.into_iter().map(|x| x / n as f64).collect())).collect())
 }
 
-/// The ST predictor on `device`.
-pub fn st_predictor<'m>(model: &'m StModel, device: &Device) -> StPredictor<'m> {
-    StPredictor { model, device: device.clone() }
+/// The ST predictor on `device`, recentred on the control pools of `split` (see [`StPredictor`]).
+pub fn st_predictor<'m>(model: &'m StModel, device: &Device, table: &CellTable, split: Split) -> StPredictor<'m> {
+    let pools = means(
+        table,
+        (0..table.n_cells())
+            .filter(|&i| table.splits[i].contains(split) && table.pert[i] == table.control)
+            .map(|i| (table.cell_type[i], i as u32)),
+    );
+    let recenter = Some(pools.into_iter().map(|(k, (m, _))| (k, m)).collect());
+    StPredictor { model, device: device.clone(), recenter }
 }
