@@ -10,7 +10,7 @@ use vcell::data::anndata::{AnnData, Categorical, Column, CsrMatrix, DataFrame, X
 use vcell::eval::bh::bh_adjust;
 use vcell::eval::de::{compute_de, compute_de_and_pseudobulk, DeOptions};
 use vcell::eval::input::{prepare_source, InputOptions};
-use vcell::eval::mwu::{mwu_sparse, rank_sum_and_ties};
+use vcell::eval::mwu::{mwu_sparse, nonzero_tie_term, rank_sum_and_ties, rank_sum_and_ties_vs};
 use vcell::eval::pseudobulk::compute_pseudobulk;
 use vcell::eval::EvalError;
 use vcell::progress::NoProgress;
@@ -114,6 +114,8 @@ proptest! {
         prop_assert_eq!(r1 - n1 * (n1 + 1.0) / 2.0, u_brute);
         prop_assert_eq!(u_brute, pair_u(&x, &y));
         prop_assert_eq!(ties, ties_brute);
+        // the binary-search version used by the DE stage is bit-identical to the merge
+        prop_assert_eq!(rank_sum_and_ties_vs(&xn, x.len(), &yn, y.len(), nonzero_tie_term(&yn)), (r1, ties));
         let res = mwu_sparse(&xn, x.len(), &yn, y.len());
         prop_assert_eq!(res.statistic, u_brute);
         let want = p_ref(u_brute, ties_brute, x.len(), y.len());

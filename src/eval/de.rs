@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::bh::bh_adjust;
 use super::error::{EvalError, Result};
 use super::input::PreparedFile;
-use super::mwu::mwu_sparse;
+use super::mwu::{mwu_sparse_vs, nonzero_tie_term};
 use super::pseudobulk::PseudobulkAcc;
 use super::types::{DeTable, Pseudobulk};
 use crate::data::anndata::MatrixEncoding;
@@ -121,6 +121,8 @@ struct Reference {
     /// expm1 of the column means (f32, glibc `expm1f` = Rust `f32::exp_m1` on Linux).
     mean: Vec<f32>,
     columns: SortedColumns,
+    /// Per gene, Σ(t³ − t) over the control's distinct non-zero values (see `mwu::rank_sum_and_ties_vs`).
+    ties: Vec<f64>,
 }
 
 /// One group's DE rows, genes in `var` order.
@@ -170,7 +172,7 @@ fn test_group(rows: &GroupRows, n: usize, n_vars: usize, enc: MatrixEncoding, re
         let (t, r) = (out.target_mean[g], reference.mean[g]);
         out.lfc.push(log2_fold_change(t, r));
         out.percent_change.push(percent_change(t, r));
-        let res = mwu_sparse(columns.gene(g), n, reference.columns.gene(g), reference.n);
+        let res = mwu_sparse_vs(columns.gene(g), n, reference.columns.gene(g), reference.n, reference.ties[g]);
         out.p_value.push(res.p_value);
         out.statistic.push(res.statistic);
     }
@@ -294,10 +296,13 @@ fn run(
         if pass == 0 {
             let ctrl_rows = rows.pop().unwrap_or_default();
             let n = file.counts[file.control_code];
+            let columns = ctrl_rows.sorted_columns(n_vars);
+            let ties = (0..n_vars).map(|g| nonzero_tie_term(columns.gene(g))).collect();
             reference = Some(Reference {
                 n,
                 mean: ctrl_rows.column_means(n, n_vars, file.encoding).into_iter().map(f32::exp_m1).collect(),
-                columns: ctrl_rows.sorted_columns(n_vars),
+                columns,
+                ties,
             });
         }
         let reference = reference.as_ref().ok_or(EvalError::Cancelled)?;

@@ -122,6 +122,35 @@ pub(crate) fn read_u64(ctx: Ctx<'_>, c: &Container, element: &str, range: Option
     }
 }
 
+/// Column indices below `bound` as u32, with a fast path for the int32 indices anndata writes (read without HDF5
+/// type conversion and checked in one pass); other integer types go through [`read_u64`].
+pub(crate) fn read_indices_u32(
+    ctx: Ctx<'_>,
+    c: &Container,
+    element: &str,
+    range: Option<Range<usize>>,
+    bound: usize,
+    axis: &str,
+) -> Result<Vec<u32>> {
+    let offset = range.as_ref().map_or(0, |r| r.start);
+    let out_of_range = |k: usize, v: i128| {
+        ctx.invalid(element, format!("indices[{}] = {v} out of range ({axis} = {bound})", offset + k))
+    };
+    let desc = descriptor(ctx, c, element)?;
+    if let Desc::Known(TD::Integer(hdf5::types::IntSize::U4)) = desc {
+        let raw = read_vec::<i32>(c, range).at(ctx, element)?;
+        if let Some((k, &v)) = raw.iter().enumerate().find(|(_, &v)| v < 0 || v as usize >= bound) {
+            return Err(out_of_range(k, v as i128));
+        }
+        return Ok(raw.into_iter().map(|v| v as u32).collect());
+    }
+    let raw = read_u64(ctx, c, element, range)?;
+    if let Some((k, &v)) = raw.iter().enumerate().find(|(_, &v)| v >= bound as u64) {
+        return Err(out_of_range(k, v as i128));
+    }
+    Ok(raw.into_iter().map(|v| v as u32).collect())
+}
+
 /// Booleans (HDF5 FALSE/TRUE enum as h5py writes them); integers are accepted as `!= 0`.
 pub(crate) fn read_bool(ctx: Ctx<'_>, c: &Container, element: &str, range: Option<Range<usize>>) -> Result<Vec<bool>> {
     let desc = descriptor(ctx, c, element)?;

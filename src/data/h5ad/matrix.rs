@@ -219,19 +219,9 @@ impl SparseNode {
     /// Minor-axis indices `[a, b)` checked against `bound`, as u32.
     fn read_indices(&self, ctx: Ctx<'_>, a: usize, b: usize, bound: usize) -> Result<Vec<u32>> {
         let element = format!("{}/indices", self.element);
-        let raw = hdf::read_u64(ctx, &self.indices, &element, Some(a..b))?;
-        raw.into_iter()
-            .enumerate()
-            .map(|(k, v)| {
-                if v >= bound as u64 {
-                    let axis = if self.csc { "n_obs" } else { "n_vars" };
-                    Err(ctx.invalid(&element, format!("indices[{}] = {v} out of range ({axis} = {bound})", a + k)))
-                } else {
-                    // bound <= u32::MAX was checked at open
-                    Ok(v as u32)
-                }
-            })
-            .collect()
+        // bound <= u32::MAX was checked at open
+        let axis = if self.csc { "n_obs" } else { "n_vars" };
+        hdf::read_indices_u32(ctx, &self.indices, &element, Some(a..b), bound, axis)
     }
 
     /// Rows `[start, end)` of a CSR matrix, reading only that slice of `indices` and `data`.

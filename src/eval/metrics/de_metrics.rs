@@ -16,8 +16,8 @@ pub struct DeView<'a> {
     table: &'a DeTable,
     /// Rows of each target, in file order; targets sorted by code point.
     by_target: BTreeMap<&'a str, Vec<usize>>,
-    /// `(target, feature) → row`.
-    lookup: HashMap<(&'a str, &'a str), usize>,
+    /// `(target, feature) → row`, built on first use (only the full profile's metrics need it).
+    lookup: std::sync::OnceLock<HashMap<(&'a str, &'a str), usize>>,
     lfc: Vec<f32>,
     fdr: Vec<f32>,
     /// Significant features of each target, ranked by |lfc| (NaN first, descending, ties in row order).
@@ -47,19 +47,17 @@ impl<'a> DeView<'a> {
             return Err(MetricError::Input("DE table columns have different lengths".into()));
         }
         let mut by_target: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        let mut lookup = HashMap::with_capacity(n);
         for i in 0..n {
             let t = table
                 .targets
                 .get(table.target_idx[i] as usize)
                 .ok_or_else(|| MetricError::Input("DE target index out of range".into()))?;
-            let f = table
-                .features
-                .get(table.feature_idx[i] as usize)
-                .ok_or_else(|| MetricError::Input("DE feature index out of range".into()))?;
+            if table.features.get(table.feature_idx[i] as usize).is_none() {
+                return Err(MetricError::Input("DE feature index out of range".into()));
+            }
             by_target.entry(t.as_str()).or_default().push(i);
-            lookup.insert((t.as_str(), f.as_str()), i);
         }
+        let lookup = std::sync::OnceLock::new();
         let lfc: Vec<f32> = table.log2_fold_change.iter().map(|&v| v as f32).collect();
         let fdr: Vec<f32> = table.fdr.iter().map(|&v| v as f32).collect();
         let mut ranked_sig = BTreeMap::new();
@@ -76,6 +74,18 @@ impl<'a> DeView<'a> {
         Ok(Self { table, by_target, lookup, lfc, fdr, ranked_sig, any_sig })
     }
 
+    /// `(target, feature) → row` (indices were checked in `new`).
+    fn lookup(&self) -> &HashMap<(&'a str, &'a str), usize> {
+        self.lookup.get_or_init(|| {
+            let t = self.table;
+            (0..t.n_rows())
+                .map(|i| {
+                    ((t.targets[t.target_idx[i] as usize].as_str(), t.features[t.feature_idx[i] as usize].as_str()), i)
+                })
+                .collect()
+        })
+    }
+
     /// Sorted distinct targets.
     pub fn perturbations(&self) -> Vec<&'a str> {
         self.by_target.keys().copied().collect()
@@ -85,7 +95,7 @@ impl<'a> DeView<'a> {
         self.table.features[self.table.feature_idx[row] as usize].as_str()
     }
 
-    fn sig_rows(&self, pert: &str) -> impl Iterator<Item = usize> + '_ {
+    fn sig_rows(&self, pert: &str) -> impl Iterator<Item = usize> + use<'_, 'a> {
         self.by_target.get(pert).into_iter().flatten().copied().filter(|&r| is_significant(self.fdr[r]))
     }
 
@@ -183,7 +193,7 @@ impl<'a> DeComparison<'a> {
                 let mut hit = 0usize;
                 for r in self.real.sig_rows(p) {
                     let f = self.real.feature(r);
-                    if let Some(&q) = self.pred.lookup.get(&(p, f)) {
+                    if let Some(&q) = self.pred.lookup().get(&(p, f)) {
                         n += 1;
                         let a = polars_sign(self.real.lfc[r]);
                         let b = polars_sign(self.pred.lfc[q]);
@@ -208,7 +218,7 @@ impl<'a> DeComparison<'a> {
                 for r in self.real.sig_rows(p) {
                     let f = self.real.feature(r);
                     x.push(f64::from(self.real.lfc[r]));
-                    y.push(self.pred.lookup.get(&(p, f)).map_or(0.0, |&q| f64::from(self.pred.lfc[q])));
+                    y.push(self.pred.lookup().get(&(p, f)).map_or(0.0, |&q| f64::from(self.pred.lfc[q])));
                 }
                 if x.is_empty() {
                     (p.to_string(), None)
@@ -246,7 +256,7 @@ impl<'a> DeComparison<'a> {
         for &r in rows {
             labels.push(is_significant(self.real.fdr[r]));
             let f = self.real.feature(r);
-            let q = self.pred.lookup.get(&(p, f)).map_or(1.0f32, |&q| self.pred.fdr[q]);
+            let q = self.pred.lookup().get(&(p, f)).map_or(1.0f32, |&q| self.pred.fdr[q]);
             scores.push(nlp(q));
         }
         (labels, scores)
