@@ -230,3 +230,20 @@ pub fn load_pair_sources(
         var_names: rv,
     })
 }
+
+/// Open and check the real file on its own (baseline arm, bundle): perturbation column, control, values, targets.
+pub fn load_real(real: &Path, opts: &Vcc2026Options, progress: &dyn Progress) -> Result<(LoadedFile, Vec<String>)> {
+    let src = open_h5ad(real)?;
+    let name = real.display().to_string();
+    let vars = src.var_names()?;
+    let cat = pert_of(src.as_ref(), &opts.pert_col, "real")?;
+    let labels = present_labels(&cat);
+    if !labels.contains(&opts.control) {
+        return Err(Vcc2026Error::MissingControl { control: opts.control.clone(), which: "real" });
+    }
+    let chunk = chunk_rows_for(src.as_ref(), opts.chunk_nnz);
+    check_values(src.as_ref(), &name, chunk, false, progress)?;
+    let perts: Vec<String> = labels.iter().filter(|l| **l != opts.control).cloned().collect();
+    check_targets(&vars, &perts)?;
+    Ok((LoadedFile { name, source: src, pert: cat, chunk_rows: chunk }, vars))
+}
