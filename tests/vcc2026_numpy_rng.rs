@@ -5,7 +5,8 @@ use serde_json::Value;
 use vcell::eval::numpy_rng::{default_rng, Pcg64, SeedSequence};
 
 fn load() -> Value {
-    let s = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/numpy_rng/streams.json")).unwrap();
+    let s =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/numpy_rng/streams.json")).unwrap();
     serde_json::from_str(&s).unwrap()
 }
 
@@ -21,7 +22,8 @@ fn seed_sequence_states() {
         let ss = SeedSequence::new(e);
         let want32: Vec<u32> = case["u32"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
         assert_eq!(ss.generate_state_u32(8), want32, "entropy {e}");
-        let want64: Vec<u64> = case["u64"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().parse().unwrap()).collect();
+        let want64: Vec<u64> =
+            case["u64"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().parse().unwrap()).collect();
         assert_eq!(ss.generate_state_u64(4), want64, "entropy {e}");
     }
 }
@@ -32,7 +34,8 @@ fn pcg64_raw() {
     for case in f["raw64"].as_array().unwrap() {
         let seed = case["seed"].as_u64().unwrap() as u128;
         let mut bg = Pcg64::from_seed_sequence(&SeedSequence::new(seed));
-        let want: Vec<u64> = case["values"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().parse().unwrap()).collect();
+        let want: Vec<u64> =
+            case["values"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().parse().unwrap()).collect();
         let got: Vec<u64> = (0..want.len()).map(|_| bg.next_u64()).collect();
         assert_eq!(got, want, "seed {seed}");
     }

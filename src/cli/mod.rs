@@ -14,6 +14,7 @@ pub mod progress;
 pub mod runs;
 pub mod synth;
 pub mod train;
+pub mod vcc2026;
 
 #[derive(Parser, Debug)]
 #[command(name = "vcell", version, about = "A terminal workbench for virtual-cell models")]
@@ -44,6 +45,8 @@ pub enum Command {
     Score(eval::ScoreArgs),
     /// Pack a prediction into a VCC submission tarball (cell-eval's `prep`).
     Prep(eval::PrepArgs),
+    /// vcc2026: the real bundle (baseline arm + replicate anchor over five half-splits) for `score --real-bundle`.
+    RealBundle(vcc2026::RealBundleArgs),
 }
 
 /// Parse the command line, run the command, map errors to a message and exit code 1.
@@ -70,5 +73,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Baseline(args) => eval::run_baseline_cmd(args),
         Command::Score(args) => eval::run_score_cmd(args),
         Command::Prep(args) => eval::run_prep_cmd(args),
+        Command::RealBundle(args) => vcc2026::run_real_bundle(args),
     }
 }

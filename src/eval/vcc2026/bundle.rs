@@ -140,10 +140,11 @@ pub fn score_split(
     Ok(aggregates(&v))
 }
 
-/// `anchor_agg` rows: metric → (replicate, sd (ddof 0), min, max, n_min, n_max, estimator).
-pub fn anchor_agg(
-    splits: &[SplitAgg],
-) -> BTreeMap<String, (f64, f64, f64, f64, Option<usize>, Option<usize>, &'static str)> {
+/// `anchor_agg` row: replicate, sd (ddof 0), min, max, n_perturbations min/max, estimator.
+pub type AnchorRow = (f64, f64, f64, f64, Option<usize>, Option<usize>, &'static str);
+
+/// `anchor_agg` rows per metric.
+pub fn anchor_agg(splits: &[SplitAgg]) -> BTreeMap<String, AnchorRow> {
     let mut out = BTreeMap::new();
     if splits.is_empty() {
         return out;

@@ -47,7 +47,7 @@ pub fn score(
         let (bv, rv) = (get(b, "baseline")?, get(r, "anchor")?);
         let uv = u.get(m).copied().unwrap_or(f64::NAN);
         let width = if lower_is_better(m) { bv - rv } else { rv - bv };
-        if !(width > 0.0) {
+        if width.is_nan() || width <= 0.0 {
             return Err(Vcc2026Error::Score(format!("degenerate scale for {m}: baseline {bv}, replicate {rv}")));
         }
         let from_rep = if uv.is_nan() {

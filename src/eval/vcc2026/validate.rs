@@ -1,9 +1,12 @@
 //! The vcc2026 preset's input rules (cell-eval2 `io.py::validate_pair`, `norm.py`, `run.py::_run_metrics`;
 //! design/vcc2026.md §3), in cell-eval2's order:
 //!
-//! 1. gene axes identical in length and order; 2. perturbation column in both obs; 3. identical label sets
-//! including the control (control must be in real); 4. per side: no negative value, every stored value integral
-//! within 1e-6 (NaN fails here) unless fractional counts are allowed (baseline arm); 5. per-cell total ≤ 1e6;
+//! 1. gene axes identical in length and order;
+//! 2. perturbation column in both obs;
+//! 3. identical label sets including the control (control must be in real);
+//! 4. per side: no negative value, every stored value integral within 1e-6 (NaN fails here) unless fractional
+//!    counts are allowed (baseline arm);
+//! 5. per-cell total ≤ 1e6;
 //! 6. target-gene resolution: at least one label is a var name, var names unique.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -104,6 +107,11 @@ fn present_labels(cat: &Categorical) -> BTreeSet<String> {
     cat.categories.iter().zip(present).filter(|(_, p)| *p).map(|(c, _)| c.clone()).collect()
 }
 
+/// Integral within 1e-6 absolute in the stored dtype (`norm.py`); NaN is not.
+fn is_integral(v: f32) -> bool {
+    (v - v.round()).abs() <= 1e-6
+}
+
 /// Rule 4 and 5 on one file: negatives, fractional values, per-cell totals. Totals are checked after the value
 /// rules of every cell (cell-eval2 checks them in a later stage).
 pub fn check_values(
@@ -124,7 +132,7 @@ pub fn check_values(
                 if v < 0.0 {
                     negative = true;
                 }
-                if !allow_fractional && fractional.is_none() && !((v - v.round()).abs() <= 1e-6) {
+                if !allow_fractional && fractional.is_none() && !is_integral(v) {
                     fractional = Some((v as f64, start + r));
                 }
                 total += v as f64;
