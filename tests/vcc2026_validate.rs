@@ -23,10 +23,8 @@ fn check(real: AnnData, pred: AnnData) -> String {
 
 fn map_values(a: &mut AnnData, f: impl Fn(usize, f32) -> f32) {
     if let XMatrix::Sparse(m) = &mut a.x {
-        let mut k = 0usize;
-        for v in m.data_mut() {
+        for (k, v) in m.data_mut().iter_mut().enumerate() {
             *v = f(k, *v);
-            k += 1;
         }
     } else {
         panic!("tiny is sparse");
