@@ -57,6 +57,12 @@ pub struct EvalArgs {
     pub memory_mb: usize,
     #[arg(short, long)]
     pub quiet: bool,
+    /// Rule set: `v1` (default; cell-eval 0.8.2, the 2025 challenge) or `vcc2026` (cell-eval2 0.20.0).
+    #[arg(long, default_value = "v1")]
+    pub preset: String,
+    /// vcc2026: also write the DE tables (`de_real.csv`, `de_pred.csv`).
+    #[arg(long)]
+    pub write_degenes: bool,
 }
 
 pub fn set_threads(threads: Option<usize>) {
@@ -68,6 +74,11 @@ pub fn set_threads(threads: Option<usize>) {
 
 pub fn run_eval_cmd(args: EvalArgs) -> anyhow::Result<()> {
     set_threads(args.threads);
+    match args.preset.as_str() {
+        "vcc2026" => return super::vcc2026::run_eval(&args),
+        "v1" => {}
+        other => bail!("--preset: unknown preset '{other}' (v1 or vcc2026)"),
+    }
     let profile: Profile = args.profile.parse().map_err(|e| anyhow::anyhow!("--profile: {e}"))?;
     let opts = EvalOptions {
         real: args.real.clone(),
@@ -141,10 +152,19 @@ pub struct BaselineArgs {
     pub threads: Option<usize>,
     #[arg(short, long)]
     pub quiet: bool,
+    /// `v1` (default: cell-eval's cell-mean baseline) or `vcc2026` (the dispersed mean-response arm of ADATA =
+    /// the real data, scored; OUTPUT is then a folder).
+    #[arg(long, default_value = "v1")]
+    pub preset: String,
 }
 
 pub fn run_baseline_cmd(args: BaselineArgs) -> anyhow::Result<()> {
     set_threads(args.threads);
+    match args.preset.as_str() {
+        "vcc2026" => return super::vcc2026::run_baseline(&args),
+        "v1" => {}
+        other => bail!("--preset: unknown preset '{other}' (v1 or vcc2026)"),
+    }
     let opts = BaselineOptions {
         adata: args.adata.clone(),
         counts: args.counts.clone(),
@@ -179,15 +199,23 @@ pub struct ScoreArgs {
     #[arg(short = 'i', long)]
     pub user_input: PathBuf,
     /// agg_results.csv of the baseline.
-    #[arg(short = 'I', long)]
-    pub base_input: PathBuf,
+    #[arg(short = 'I', long, required_unless_present = "real_bundle")]
+    pub base_input: Option<PathBuf>,
     #[arg(short, long, default_value = "./score.csv")]
     pub output: PathBuf,
+    /// vcc2026: score against a real bundle folder written by `vcell real-bundle` (baseline + replicate anchor).
+    #[arg(long)]
+    pub real_bundle: Option<PathBuf>,
 }
 
 pub fn run_score_cmd(args: ScoreArgs) -> anyhow::Result<()> {
+    if let Some(bundle) = &args.real_bundle {
+        return super::vcc2026::run_score(&args.user_input, bundle, &args.output);
+    }
+    let Some(base_input) = args.base_input.clone() else { bail!("--base-input or --real-bundle is required") };
+    let args = ScoreArgs { base_input: Some(base_input.clone()), ..args };
     let user = read_agg(&args.user_input).with_context(|| format!("reading {}", args.user_input.display()))?;
-    let base = read_agg(&args.base_input).with_context(|| format!("reading {}", args.base_input.display()))?;
+    let base = read_agg(&base_input).with_context(|| format!("reading {}", base_input.display()))?;
     let rows = score(&user, &base)?;
     crate::eval::format::write_atomic(&args.output, &score_csv_bytes(&rows))?;
     for (metric, value) in &rows {

@@ -16,6 +16,7 @@ pub mod runs;
 pub mod synth;
 pub mod train;
 pub mod ui;
+pub mod vcc2026;
 
 #[derive(Parser, Debug)]
 #[command(name = "vcell", version, about = "A terminal workbench for virtual-cell models")]
@@ -50,6 +51,8 @@ pub enum Command {
     Prep(eval::PrepArgs),
     /// The terminal workbench: runs, loss curves, eval, DE, dataset and gene panes.
     Ui(ui::UiArgs),
+    /// vcc2026: the real bundle (baseline arm + replicate anchor over five half-splits) for `score --real-bundle`.
+    RealBundle(vcc2026::RealBundleArgs),
 }
 
 /// Parse the command line, run the command, map errors to a message and exit code 1.
@@ -78,5 +81,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => eval::run_score_cmd(args),
         Command::Prep(args) => eval::run_prep_cmd(args),
         Command::Ui(args) => ui::run(args),
+        Command::RealBundle(args) => vcc2026::run_real_bundle(args),
     }
 }

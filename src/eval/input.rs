@@ -267,7 +267,7 @@ impl PreparedFile {
 }
 
 /// Read `X` of `source` in chunks of `chunk_rows` rows, checking each block's shape.
-fn stream_chunks(
+pub(crate) fn stream_chunks(
     source: &dyn CellSource,
     name: &str,
     chunk_rows: usize,
@@ -301,7 +301,7 @@ fn stream_chunks(
 }
 
 /// Rows per chunk for about `chunk_nnz` stored entries per chunk.
-fn chunk_rows_for(source: &dyn CellSource, chunk_nnz: usize) -> usize {
+pub(crate) fn chunk_rows_for(source: &dyn CellSource, chunk_nnz: usize) -> usize {
     let (n_obs, n_vars) = source.shape();
     let per_row = match source.nnz_hint() {
         Some(nnz) if n_obs > 0 => (nnz as usize / n_obs).max(1),

@@ -14,6 +14,7 @@ pub mod input;
 pub mod metrics;
 pub mod mwu;
 pub mod normalize;
+pub mod numpy_rng;
 pub mod pipeline;
 pub mod prep;
 pub mod profile;
@@ -21,6 +22,7 @@ pub mod pseudobulk;
 pub mod results_csv;
 pub mod score;
 pub mod types;
+pub mod vcc2026;
 
 pub use error::{EvalError, Result as EvalResult};
 pub use types::{DeTable, Pseudobulk};

@@ -19,7 +19,8 @@ pub struct MwuResult {
 /// `x_nz`, `y_nz`: sorted ascending, strictly positive values; `n1`, `n2` the full sample sizes (so `n1 -
 /// x_nz.len()` zeros in x). Exact in f64: ranks are half-integers and the sums stay far below 2^53 for any
 /// realistic cell count.
-pub fn rank_sum_and_ties(x_nz: &[f32], n1: usize, y_nz: &[f32], n2: usize) -> (f64, f64) {
+/// Generic over the value type (f32 for the 2025 log1p values, f64 for vcc2026's log1p(CPM)).
+pub fn rank_sum_and_ties<T: Copy + PartialOrd>(x_nz: &[T], n1: usize, y_nz: &[T], n2: usize) -> (f64, f64) {
     let zx = n1 - x_nz.len();
     let zy = n2 - y_nz.len();
     let mut r1 = 0.0f64;
@@ -41,7 +42,13 @@ pub fn rank_sum_and_ties(x_nz: &[f32], n1: usize, y_nz: &[f32], n2: usize) -> (f
     let (mut i, mut j) = (0usize, 0usize);
     while i < x_nz.len() || j < y_nz.len() {
         let v = match (x_nz.get(i), y_nz.get(j)) {
-            (Some(&a), Some(&b)) => a.min(b),
+            (Some(&a), Some(&b)) => {
+                if b < a {
+                    b
+                } else {
+                    a
+                }
+            }
             (Some(&a), None) => a,
             (None, Some(&b)) => b,
             (None, None) => break,

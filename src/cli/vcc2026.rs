@@ -1,0 +1,148 @@
+//! `vcell eval|baseline --preset vcc2026`, `vcell real-bundle`, `vcell score --real-bundle`: cell-eval2 0.20.0's
+//! `run`, `baseline`, `prep-real-bundle` and `score` under the vcc2026 preset.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+
+use super::eval::{set_threads, BaselineArgs, EvalArgs};
+use crate::eval::format::{parse_opt, write_atomic};
+use crate::eval::vcc2026::baseline::baseline_side;
+use crate::eval::vcc2026::bundle::build_bundle;
+use crate::eval::vcc2026::metrics::{ControlSource, SCORED};
+use crate::eval::vcc2026::outputs::{agg_csv, agg_table, parse_agg_csv, results_csv};
+use crate::eval::vcc2026::pipeline::{run_vcc2026, RunOptions};
+use crate::eval::vcc2026::score::{score, score_csv};
+use crate::eval::vcc2026::validate::{load_real, Vcc2026Options};
+use crate::eval::vcc2026::{analyse_real, evaluate_against, PassOptions};
+
+fn vcc_opts(pert_col: &str, control: &str, memory_mb: usize) -> Vcc2026Options {
+    Vcc2026Options {
+        pert_col: pert_col.to_owned(),
+        control: control.to_owned(),
+        passes: PassOptions { batch_bytes: memory_mb.max(16) << 20 },
+        ..Vcc2026Options::default()
+    }
+}
+
+pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
+    let opts = RunOptions {
+        real: args.real.clone(),
+        pred: args.pred.clone(),
+        outdir: args.outdir.clone(),
+        write_de: args.write_degenes,
+        vcc: vcc_opts(&args.pert_col, &args.control_pert, args.memory_mb.max(512)),
+    };
+    let progress = super::progress::BarProgress::new(args.quiet);
+    let out = run_vcc2026(&opts, &progress)?;
+    progress.finish();
+    if !args.quiet {
+        for m in SCORED {
+            println!("{m:<42} {:.6}", out.members.aggregate(m));
+        }
+        println!("wrote {}", opts.outdir.display());
+    }
+    Ok(())
+}
+
+pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<()> {
+    let opts = vcc_opts(&args.pert_col, &args.control_pert, 512);
+    let progress = super::progress::BarProgress::new(args.quiet);
+    let (real, vars) = load_real(&args.adata, &opts, &progress)?;
+    let full = analyse_real(&real.side(&opts.control)?, &opts.passes, &progress)?;
+    let (arm, draws) = baseline_side(&real, &vars, &opts.control, 0, &progress)?;
+    let (members, _) = evaluate_against(&vars, &full, &arm, ControlSource::Real, &opts.passes, &progress)?;
+    progress.finish();
+    let dir = &args.output;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_atomic(&dir.join("baseline_agg.csv"), agg_csv(&agg_table(&members)).as_bytes())?;
+    write_atomic(&dir.join("baseline_results.csv"), results_csv(&members).as_bytes())?;
+    let mut s = String::from("group,position,obs_row,control_draw,source_obs_row\n");
+    for d in &draws {
+        s.push_str(&format!("{},{},{},{},{}\n", d.group, d.position, d.obs_row, d.control_draw, d.source_obs_row));
+    }
+    write_atomic(&dir.join("baseline_draws.csv"), s.as_bytes())?;
+    if !args.quiet {
+        for m in SCORED {
+            println!("{m:<42} {:.6}", members.aggregate(m));
+        }
+        println!("wrote {}", dir.display());
+    }
+    Ok(())
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RealBundleArgs {
+    /// Real (ground truth) .h5ad, raw counts.
+    #[arg(long)]
+    pub real: PathBuf,
+    /// Bundle id (recorded in the manifest and score.csv).
+    #[arg(long, default_value = "vcc2026")]
+    pub id: String,
+    #[arg(short, long)]
+    pub outdir: PathBuf,
+    #[arg(long, default_value = "target_gene")]
+    pub pert_col: String,
+    #[arg(long, default_value = "non-targeting")]
+    pub control_pert: String,
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Memory budget in MB for the cells collected per pass.
+    #[arg(long, default_value_t = 512)]
+    pub memory_mb: usize,
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+pub fn run_real_bundle(args: RealBundleArgs) -> anyhow::Result<()> {
+    set_threads(args.threads);
+    let opts = vcc_opts(&args.pert_col, &args.control_pert, args.memory_mb);
+    let progress = super::progress::BarProgress::new(args.quiet);
+    let out = build_bundle(&args.real, &args.outdir, &args.id, &opts, &progress)?;
+    progress.finish();
+    if !args.quiet {
+        println!("wrote real bundle '{}' to {} ({} files)", args.id, args.outdir.display(), out.files.len());
+    }
+    Ok(())
+}
+
+fn means(path: &Path) -> anyhow::Result<BTreeMap<String, f64>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let t = parse_agg_csv(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(t.into_iter().filter_map(|(m, s)| s.get("mean").map(|v| (m, *v))).collect())
+}
+
+/// `score --real-bundle`: reads `anchor_agg.csv` (ours; cell-eval2's bundles hold parquet, which this build
+/// cannot read — export it as CSV) and `baseline_agg.csv`.
+pub fn run_score(user: &Path, bundle: &Path, output: &Path) -> anyhow::Result<()> {
+    let u = means(user)?;
+    let b = means(&bundle.join("baseline_agg.csv"))?;
+    let anchor = bundle.join("anchor_agg.csv");
+    if !anchor.exists() {
+        anyhow::bail!(
+            "{}: no anchor_agg.csv (a cell-eval2 bundle stores anchor_agg.parquet; export it as CSV next to it)",
+            bundle.display()
+        );
+    }
+    let text = std::fs::read_to_string(&anchor).with_context(|| format!("reading {}", anchor.display()))?;
+    let mut r = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let c: Vec<&str> = line.split(',').collect();
+        if c.len() > 1 {
+            r.insert(c[0].to_owned(), parse_opt(c[1])?.unwrap_or(f64::NAN));
+        }
+    }
+    let id = std::fs::read_to_string(bundle.join("manifest.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["real_bundle_id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let (rows, avg) = score(&u, &b, &r)?;
+    write_atomic(output, score_csv(&rows, avg, &id).as_bytes())?;
+    for row in &rows {
+        println!("{:<42} {:.6}", row.metric, row.from_replicate);
+    }
+    println!("{:<42} {avg:.6}", "avg_score");
+    Ok(())
+}

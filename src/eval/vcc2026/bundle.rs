@@ -1,0 +1,252 @@
+//! The real bundle (cell-eval2 `real_bundle.py`, `anchor.py`, `ceiling.py::_disjoint_halves`;
+//! design/vcc2026.md §7): the baseline arm scored as a submission (`b`) and the replicate anchor (`r`) over the
+//! five seeded half-splits of the real cells.
+//!
+//! Seeds: `SeedSequence(0).generate_state(5)`. Per seed: `default_rng(seed)`, per group in the categorical's
+//! category order `perm = rng.permutation(rows)`, half A = `perm[:n//2]`, B = `perm[n//2:2(n//2)]` (groups with
+//! < 2 cells dropped). B is scored against A with `control_source: pred` (B's effects and DE against B's own
+//! control); lfc_nmae uses the `full_gate_raw` estimator (gate and denominator from the full real DE table,
+//! numerator `mean|lfc_A − lfc_B|`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::baseline::{baseline_side, Draw};
+use super::metrics::{
+    compute_members, lfc_gate, lfc_nmae_one, ControlSource, MemberValues, EXPR_CAPPED_NORM, LFC_NMAE, RESULT_ORDER,
+};
+use super::outputs::{agg_csv, agg_table, results_csv};
+use super::pipeline::{now_utc, write};
+use super::validate::{gene_positions, load_real, LoadedFile, Vcc2026Options};
+use super::{analyse_real, analyse_side, evaluate_against, Group, RealAnalysis, RefChoice, Result, Side, Vcc2026Error};
+use crate::eval::format::fmt_f64;
+use crate::eval::numpy_rng::{default_rng, SeedSequence};
+use crate::progress::Progress;
+
+/// Number of half-splits and the base seed.
+pub const N_SPLITS: usize = 5;
+pub const BASE_SEED: u128 = 0;
+
+/// One half-split: per group (category order), halves A and B as obs rows in permutation order.
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub seed: u32,
+    /// (group label, half A rows, half B rows)
+    pub groups: Vec<(String, Vec<usize>, Vec<usize>)>,
+}
+
+/// The five disjoint half-splits of `real`.
+pub fn half_splits(real: &LoadedFile) -> Vec<Split> {
+    let cats = &real.pert.categories;
+    let mut rows: Vec<Vec<usize>> = vec![Vec::new(); cats.len()];
+    for (i, &c) in real.pert.codes.iter().enumerate() {
+        if c >= 0 {
+            rows[c as usize].push(i);
+        }
+    }
+    SeedSequence::new(BASE_SEED)
+        .generate_state_u32(N_SPLITS)
+        .into_iter()
+        .map(|seed| {
+            let mut rng = default_rng(seed as u128);
+            let mut groups = Vec::new();
+            // pandas groupby(observed=True): categories in stored order, empty ones skipped
+            for (c, r) in rows.iter().enumerate() {
+                if r.is_empty() {
+                    continue;
+                }
+                let perm = rng.permutation(r);
+                let h = perm.len() / 2;
+                if h < 1 {
+                    continue;
+                }
+                groups.push((cats[c].clone(), perm[..h].to_vec(), perm[h..2 * h].to_vec()));
+            }
+            Split { seed, groups }
+        })
+        .collect()
+}
+
+fn half_side<'a>(real: &'a LoadedFile, split: &Split, b: bool, control: &str) -> Result<Side<'a>> {
+    let mut groups: Vec<Group> = split
+        .groups
+        .iter()
+        .map(|(l, a, bb)| Group { label: l.clone(), rows: if b { bb.clone() } else { a.clone() }, scaled: false })
+        .collect();
+    groups.sort_by(|x, y| x.label.cmp(&y.label));
+    let ctrl = groups.iter().position(|g| g.label == control).ok_or_else(|| {
+        Vcc2026Error::Bundle(format!("control '{control}' has fewer than 2 cells; no half-split possible"))
+    })?;
+    Ok(Side {
+        source: real.source.as_ref(),
+        name: format!("{} half {}", real.name, if b { "B" } else { "A" }),
+        groups,
+        control: ctrl,
+        scale: None,
+        chunk_rows: real.chunk_rows,
+    })
+}
+
+/// One split's aggregate per member, and its number of perturbations (None for the ratio member).
+pub type SplitAgg = BTreeMap<String, (f64, Option<usize>)>;
+
+fn aggregates(v: &MemberValues) -> SplitAgg {
+    let mut out = SplitAgg::new();
+    for m in RESULT_ORDER.iter().chain(std::iter::once(&EXPR_CAPPED_NORM)) {
+        let n = if *m == EXPR_CAPPED_NORM { None } else { Some(v.n_used(m)) };
+        out.insert(m.to_string(), (v.aggregate(m), n));
+    }
+    out
+}
+
+/// Score one split: B against A, `control_source: pred`; lfc_nmae by `full_gate_raw`.
+pub fn score_split(
+    real: &LoadedFile,
+    var_names: &[String],
+    full: &RealAnalysis,
+    split: &Split,
+    opts: &Vcc2026Options,
+    progress: &dyn Progress,
+) -> Result<SplitAgg> {
+    let a_side = half_side(real, split, false, &opts.control)?;
+    let b_side = half_side(real, split, true, &opts.control)?;
+    let a = analyse_real(&a_side, &opts.passes, progress)?;
+    let (b_stats, b_de, _) = analyse_side(&b_side, RefChoice::Own, &opts.passes, progress)?;
+    let b_de = b_de.ok_or_else(|| Vcc2026Error::Bundle("half B DE missing".to_owned()))?;
+    let mut v = compute_members(var_names, &a.stats, &b_stats, &a.de, &b_de, ControlSource::Pred)?;
+    // full_gate_raw
+    let gpos = gene_positions(var_names);
+    let feats: HashSet<usize> = full.de.genes.iter().copied().collect();
+    let a_pos: HashMap<usize, usize> = a.de.genes.iter().enumerate().map(|(k, &g)| (g, k)).collect();
+    let b_pos: HashMap<usize, usize> = b_de.genes.iter().enumerate().map(|(k, &g)| (g, k)).collect();
+    let mut nmae = Vec::new();
+    for p in &v.perts {
+        let gate = lfc_gate(&full.de, p, &feats, &gpos);
+        let (ia, ib) = (a.de.pert_index(p), b_de.pert_index(p));
+        let la =
+            |g: usize| ia.and_then(|i| a_pos.get(&g).map(|&k| a.de.lfc[i][k])).filter(|x| x.is_finite()).unwrap_or(0.0);
+        let lb =
+            |g: usize| ib.and_then(|i| b_pos.get(&g).map(|&k| b_de.lfc[i][k])).filter(|x| x.is_finite()).unwrap_or(0.0);
+        // same gate rules as lfc_nmae (≥ 10 genes, finite non-zero denominator), numerator mean|lA − lB|
+        nmae.push(lfc_nmae_one(&gate, |_| Some(0.0)).map(|_| {
+            let n = gate.len() as f64;
+            let d = gate.iter().map(|(_, l)| l.abs()).sum::<f64>() / n;
+            let num = gate.iter().map(|&(g, _)| (la(g) - lb(g)).abs()).sum::<f64>() / n;
+            num / d
+        }));
+    }
+    v.values.insert(LFC_NMAE, nmae);
+    Ok(aggregates(&v))
+}
+
+/// `anchor_agg` row: replicate, sd (ddof 0), min, max, n_perturbations min/max, estimator.
+pub type AnchorRow = (f64, f64, f64, f64, Option<usize>, Option<usize>, &'static str);
+
+/// `anchor_agg` rows per metric.
+pub fn anchor_agg(splits: &[SplitAgg]) -> BTreeMap<String, AnchorRow> {
+    let mut out = BTreeMap::new();
+    if splits.is_empty() {
+        return out;
+    }
+    for m in splits[0].keys() {
+        let x: Vec<f64> = splits.iter().map(|s| s[m].0).collect();
+        let k = x.len() as f64;
+        let mean = x.iter().sum::<f64>() / k;
+        let sd = (x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / k).sqrt();
+        let min = x.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let ns: Vec<usize> = splits.iter().filter_map(|s| s[m].1).collect();
+        let est = if m == LFC_NMAE { "full_gate_raw" } else { "split_half_raw" };
+        out.insert(m.clone(), (mean, sd, min, max, ns.iter().min().copied(), ns.iter().max().copied(), est));
+    }
+    out
+}
+
+/// What `real-bundle` produced.
+pub struct BundleOutput {
+    pub baseline: MemberValues,
+    pub draws: Vec<Draw>,
+    pub splits: Vec<(Split, SplitAgg)>,
+    pub files: Vec<PathBuf>,
+}
+
+/// Build the real bundle into `outdir`: `baseline_agg.csv`, `baseline_results.csv`, `anchor_agg.csv`,
+/// `anchor_splits.csv`, `manifest.json` (CSV where cell-eval2 writes parquet).
+pub fn build_bundle(
+    real_path: &Path,
+    outdir: &Path,
+    id: &str,
+    opts: &Vcc2026Options,
+    progress: &dyn Progress,
+) -> Result<BundleOutput> {
+    let (real, vars) = load_real(real_path, opts, progress)?;
+    let real_side = real.side(&opts.control)?;
+    let full = analyse_real(&real_side, &opts.passes, progress)?;
+    // 0 end
+    let (arm, draws) = baseline_side(&real, &vars, &opts.control, 0, progress)?;
+    let (baseline, _) = evaluate_against(&vars, &full, &arm, ControlSource::Real, &opts.passes, progress)?;
+    for m in super::metrics::SCORED {
+        let b = baseline.aggregate(m);
+        let ok = if super::metrics::lower_is_better(m) { b > 0.0 } else { b < 1.0 };
+        if !ok || !b.is_finite() {
+            return Err(Vcc2026Error::Bundle(format!("baseline arm gives a degenerate scale for {m}: b = {b}")));
+        }
+    }
+    // 1 end
+    let mut splits = Vec::new();
+    for s in half_splits(&real) {
+        let agg = score_split(&real, &vars, &full, &s, opts, progress)?;
+        for (m, (v, _)) in &agg {
+            if super::metrics::SCORED.contains(&m.as_str()) && !v.is_finite() {
+                return Err(Vcc2026Error::Bundle(format!("anchor split (seed {}) gives a non-finite {m}", s.seed)));
+            }
+        }
+        splits.push((s, agg));
+    }
+    std::fs::create_dir_all(outdir).map_err(|source| Vcc2026Error::Io { path: outdir.to_owned(), source })?;
+    let mut files = Vec::new();
+    write(outdir, "baseline_agg.csv", &agg_csv(&agg_table(&baseline)), &mut files)?;
+    write(outdir, "baseline_results.csv", &results_csv(&baseline), &mut files)?;
+    let mut s = String::from("split_index,seed,metric,value,n_perturbations\n");
+    for (i, (sp, agg)) in splits.iter().enumerate() {
+        for (m, (v, n)) in agg {
+            let _ = writeln!(s, "{i},{},{m},{},{}", sp.seed, fmt_f64(*v), n.map(|x| x.to_string()).unwrap_or_default());
+        }
+    }
+    write(outdir, "anchor_splits.csv", &s, &mut files)?;
+    let aggs: Vec<SplitAgg> = splits.iter().map(|(_, a)| a.clone()).collect();
+    let mut s = String::from(
+        "metric,replicate,replicate_sd,replicate_min,replicate_max,n_perturbations_min,n_perturbations_max,estimator\n",
+    );
+    for (m, (r, sd, lo, hi, nlo, nhi, est)) in anchor_agg(&aggs) {
+        let o = |x: Option<usize>| x.map(|v| v.to_string()).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "{m},{},{},{},{},{},{},{est}",
+            fmt_f64(r),
+            fmt_f64(sd),
+            fmt_f64(lo),
+            fmt_f64(hi),
+            o(nlo),
+            o(nhi)
+        );
+    }
+    write(outdir, "anchor_agg.csv", &s, &mut files)?;
+    let manifest = serde_json::json!({
+        "real_bundle_id": id,
+        "members": super::metrics::SCORED,
+        "seeds": splits.iter().map(|(s, _)| s.seed).collect::<Vec<_>>(),
+        "seed_derivation": "numpy.random.SeedSequence(base_seed).generate_state(n_splits)",
+        "base_seed": 0,
+        "control_source_effective": "pred",
+        "estimators": {"de_wilcoxon_lfc_nmae": "full_gate_raw", "default": "split_half_raw"},
+        "pert_col": opts.pert_col,
+        "control": opts.control,
+        "source": real_path.display().to_string(),
+        "engine": format!("vcell {}", env!("CARGO_PKG_VERSION")),
+        "created_utc": now_utc(),
+    });
+    write(outdir, "manifest.json", &serde_json::to_string_pretty(&manifest).unwrap_or_default(), &mut files)?;
+    Ok(BundleOutput { baseline, draws, splits, files })
+}

@@ -1,0 +1,149 @@
+//! Per-cell CPM Wilcoxon DE of cell-eval2's CPU engine (`de_compute.py::compute_de` with the scanpy backend;
+//! design/vcc2026.md §5):
+//!
+//! - CPM `y / (L/1e6)` in f64 (`L` the cell total; zero totals divide by 1), scanpy `normalize_total`'s order;
+//! - gene gate: control mean CPM `> 5` (strict), the same genes for every perturbation;
+//! - `lfc = log2((mean_p + 1e-9)/(mean_ctrl + 1e-9))`, arithmetic means;
+//! - Mann–Whitney on `log1p(CPM)` with average ranks over p ∪ ctrl (`mwu::rank_sum_and_ties`), tie-corrected σ,
+//!   **no** continuity correction, NaN z → 0, `p = 2·ndtr(−|z|)` (scanpy `_rank_genes_groups.py`, `norm.sf`);
+//! - BH within each perturbation over the gated genes (`bh::bh_adjust` = scipy `false_discovery_control`).
+
+use super::{Rows, CELL_TARGET_SUM, DE_EPSILON, MIN_CPM};
+use crate::eval::bh::bh_adjust;
+use crate::eval::mwu::{ndtr, rank_sum_and_ties};
+
+/// Per-cell CPM of a group: mean CPM per gene and, for the `keep` genes, sorted non-zero `log1p(CPM)` per gene.
+struct CpmColumns {
+    n: usize,
+    mean: Vec<f64>,
+    /// per kept gene (index into `keep`), sorted ascending
+    ptr: Vec<usize>,
+    vals: Vec<f64>,
+}
+
+fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>) -> CpmColumns {
+    let n = rows.n();
+    let mut sum = vec![0.0f64; n_vars];
+    // gene → slot in keep
+    let slot: Option<Vec<u32>> = keep.map(|k| {
+        let mut s = vec![u32::MAX; n_vars];
+        for (i, &g) in k.iter().enumerate() {
+            s[g] = i as u32;
+        }
+        s
+    });
+    let mut cpm_all: Vec<(u32, f64)> = Vec::new();
+    for i in 0..n {
+        let (cols, vals) = rows.cell(i);
+        let l: f64 = vals.iter().sum();
+        let mut f = l / CELL_TARGET_SUM;
+        if f == 0.0 {
+            f = 1.0;
+        }
+        for (&c, &v) in cols.iter().zip(vals) {
+            let x = v / f;
+            sum[c as usize] += x;
+            if let Some(s) = &slot {
+                let k = s[c as usize];
+                if k != u32::MAX && x > 0.0 {
+                    cpm_all.push((k, x.ln_1p()));
+                }
+            }
+        }
+    }
+    let nf = n as f64;
+    let mean: Vec<f64> = sum.iter().map(|&s| s / nf).collect();
+    let nk = keep.map_or(0, |k| k.len());
+    let mut ptr = vec![0usize; nk + 1];
+    for &(k, _) in &cpm_all {
+        ptr[k as usize + 1] += 1;
+    }
+    for i in 0..nk {
+        ptr[i + 1] += ptr[i];
+    }
+    let mut fill = ptr.clone();
+    let mut vals = vec![0.0f64; cpm_all.len()];
+    for &(k, x) in &cpm_all {
+        vals[fill[k as usize]] = x;
+        fill[k as usize] += 1;
+    }
+    for i in 0..nk {
+        vals[ptr[i]..ptr[i + 1]].sort_unstable_by(f64::total_cmp);
+    }
+    CpmColumns { n, mean, ptr, vals }
+}
+
+impl CpmColumns {
+    fn gene(&self, k: usize) -> &[f64] {
+        &self.vals[self.ptr[k]..self.ptr[k + 1]]
+    }
+}
+
+/// The control reference of a DE table: its size, mean CPM, the gated genes and their sorted log1p(CPM).
+pub struct Reference {
+    pub n: usize,
+    pub mean: Vec<f64>,
+    /// Gated genes (control mean CPM > 5), ascending.
+    pub genes: Vec<usize>,
+    cols: CpmColumns,
+}
+
+impl Reference {
+    /// Build from the control cells.
+    pub fn build(rows: &Rows, n_vars: usize) -> Self {
+        let pre = cpm_columns(rows, n_vars, None);
+        let genes: Vec<usize> = (0..n_vars).filter(|&g| pre.mean[g] > MIN_CPM).collect();
+        let cols = cpm_columns(rows, n_vars, Some(&genes));
+        Reference { n: cols.n, mean: cols.mean.clone(), genes, cols }
+    }
+}
+
+/// One perturbation's rows of the DE table (gated genes, in `Reference::genes` order).
+#[derive(Debug, Clone)]
+pub struct GroupDe {
+    pub lfc: Vec<f64>,
+    pub p: Vec<f64>,
+    pub padj: Vec<f64>,
+}
+
+/// The DE of one group against the reference.
+pub fn test_group(rows: &Rows, reference: &Reference) -> GroupDe {
+    let n_vars = reference.mean.len();
+    let cols = cpm_columns(rows, n_vars, Some(&reference.genes));
+    let (n1, n2) = (cols.n, reference.n);
+    let nn = (n1 + n2) as f64;
+    let (n1f, n2f) = (n1 as f64, n2 as f64);
+    let mut lfc = Vec::with_capacity(reference.genes.len());
+    let mut p = Vec::with_capacity(reference.genes.len());
+    for (k, &g) in reference.genes.iter().enumerate() {
+        lfc.push(((cols.mean[g] + DE_EPSILON) / (reference.mean[g] + DE_EPSILON)).log2());
+        let (r1, ties) = rank_sum_and_ties(cols.gene(k), n1, reference.cols.gene(k), n2);
+        // scanpy: T = 1 - Σ(t³-t)/(N³-N); std = sqrt(T·n1·n2·(N+1)/12); z = (R1 - n1(N+1)/2)/std
+        let t = 1.0 - ties / (nn * nn * nn - nn);
+        let sd = (t * n1f * n2f * (nn + 1.0) / 12.0).sqrt();
+        let mut z = (r1 - n1f * (nn + 1.0) / 2.0) / sd;
+        if z.is_nan() {
+            z = 0.0;
+        }
+        p.push(2.0 * ndtr(-z.abs()));
+    }
+    let padj = bh_adjust(&p);
+    GroupDe { lfc, p, padj }
+}
+
+/// A side's DE table: perturbations × gated genes.
+#[derive(Debug, Clone, Default)]
+pub struct DeTable {
+    /// Gated gene indices (ascending), shared by every perturbation.
+    pub genes: Vec<usize>,
+    pub perts: Vec<String>,
+    pub lfc: Vec<Vec<f64>>,
+    pub p: Vec<Vec<f64>>,
+    pub padj: Vec<Vec<f64>>,
+}
+
+impl DeTable {
+    pub fn pert_index(&self, label: &str) -> Option<usize> {
+        self.perts.iter().position(|p| p == label)
+    }
+}

@@ -1,0 +1,422 @@
+//! The ten members of the `vcc2026` profile (cell-eval2 `metrics/discrimination.py`, `metrics/delta.py`,
+//! `metrics/de.py`, `metrics/direction.py`; design/vcc2026.md §6): six scored + four diagnostics.
+
+use std::collections::{HashMap, HashSet};
+
+use super::de::DeTable;
+use super::validate::gene_positions;
+use super::{Result, SideStats, Vcc2026Error, ALPHA, BULK_TARGET_SUM};
+use crate::eval::metrics::numeric::np_sum_f64;
+
+pub const PDS_COSINE: &str = "pds_cosine";
+pub const EXPR_MSE_UNBIASED: &str = "expr_mse_unbiased";
+pub const EXPR_MSE_UNBIASED_CAPPED: &str = "expr_mse_unbiased_capped";
+pub const EXPR_DISTANCE_UNBIASED: &str = "expr_distance_unbiased";
+pub const EXPR_REAL_MASS_RATIO: &str = "expr_real_mass_ratio";
+pub const EXPR_CAPPED_NORM: &str = "expr_mse_unbiased_capped_norm";
+pub const LFC_NMAE: &str = "de_wilcoxon_lfc_nmae";
+pub const FIDELITY: &str = "de_wilcoxon_direction_fidelity_yield_raw";
+pub const REACH: &str = "de_wilcoxon_direction_reach_raw";
+pub const SIG_JACCARD: &str = "de_wilcoxon_sig_jaccard";
+
+/// The members in `results.csv` order (DE first, then expression/PDS); the ratio-of-sums member has no rows.
+pub const RESULT_ORDER: [&str; 9] = [
+    LFC_NMAE,
+    FIDELITY,
+    REACH,
+    SIG_JACCARD,
+    PDS_COSINE,
+    EXPR_MSE_UNBIASED,
+    EXPR_MSE_UNBIASED_CAPPED,
+    EXPR_DISTANCE_UNBIASED,
+    EXPR_REAL_MASS_RATIO,
+];
+
+/// The six scored members.
+pub const SCORED: [&str; 6] = [PDS_COSINE, EXPR_CAPPED_NORM, FIDELITY, REACH, SIG_JACCARD, LFC_NMAE];
+
+/// Whether lower is better (the two error members).
+pub fn lower_is_better(m: &str) -> bool {
+    m == EXPR_CAPPED_NORM || m == LFC_NMAE
+}
+
+/// Per-perturbation values of the nine per-perturbation members plus the ratio-of-sums member.
+#[derive(Debug, Clone, Default)]
+pub struct MemberValues {
+    /// Non-control real labels, sorted.
+    pub perts: Vec<String>,
+    /// member → per-perturbation value (`None`: no row, e.g. lfc_nmae's omitted perturbations).
+    pub values: HashMap<&'static str, Vec<Option<f64>>>,
+    pub capped_norm: f64,
+}
+
+impl MemberValues {
+    /// Mean of the non-NaN values of a member (the ratio for the ratio-of-sums member).
+    pub fn aggregate(&self, m: &str) -> f64 {
+        if m == EXPR_CAPPED_NORM {
+            return self.capped_norm;
+        }
+        let v: Vec<f64> = self
+            .values
+            .get(m)
+            .map(|v| v.iter().flatten().copied().filter(|x| !x.is_nan()).collect())
+            .unwrap_or_default();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    }
+
+    /// Number of non-NaN per-perturbation values.
+    pub fn n_used(&self, m: &str) -> usize {
+        self.values.get(m).map(|v| v.iter().flatten().filter(|x| !x.is_nan()).count()).unwrap_or(0)
+    }
+}
+
+/// Which control the predicted effects are taken against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlSource {
+    Real,
+    Pred,
+}
+
+fn sqd(a: &[f64], b: &[f64], own: Option<usize>) -> f64 {
+    let mut s = 0.0;
+    for (x, y) in a.iter().zip(b) {
+        let d = x - y;
+        s += d * d;
+    }
+    if let Some(g) = own {
+        let d = a[g] - b[g];
+        s -= d * d;
+    }
+    s
+}
+
+/// Everything but the DE members.
+fn expression_and_pds(
+    var_names: &[String],
+    real: &SideStats,
+    pred: &SideStats,
+    perts: &[String],
+    control_source: ControlSource,
+    out: &mut MemberValues,
+) -> Result<()> {
+    let gpos = gene_positions(var_names);
+    let n_vars = var_names.len();
+    let ridx: HashMap<&str, usize> = real.labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+    let pidx: HashMap<&str, usize> = pred.labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+    let lookup = |m: &HashMap<&str, usize>, l: &str| {
+        m.get(l).copied().ok_or_else(|| Vcc2026Error::Metric(format!("perturbation '{l}' missing from a side")))
+    };
+    let rc = &real.bulk[real.control];
+    let pc = match control_source {
+        ControlSource::Real => rc,
+        ControlSource::Pred => &pred.bulk[pred.control],
+    };
+    let n = perts.len();
+    // ---- pds_cosine: panel-wide target exclusion, cosine distance, midrank, n-1
+    let mut keep = vec![true; n_vars];
+    for p in perts {
+        if let Some(&g) = gpos.get(p) {
+            keep[g] = false;
+        }
+    }
+    let mut rd: Vec<Vec<f64>> = Vec::with_capacity(n);
+    let mut pd: Vec<Vec<f64>> = Vec::with_capacity(n);
+    for p in perts {
+        let rb = &real.bulk[lookup(&ridx, p)?];
+        let pb = &pred.bulk[lookup(&pidx, p)?];
+        rd.push((0..n_vars).filter(|&g| keep[g]).map(|g| rb[g] - rc[g]).collect());
+        pd.push((0..n_vars).filter(|&g| keep[g]).map(|g| pb[g] - pc[g]).collect());
+    }
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let rn: Vec<f64> = rd.iter().map(|v| norm(v)).collect();
+    let pn: Vec<f64> = pd.iter().map(|v| norm(v)).collect();
+    let mut pds = Vec::with_capacity(n);
+    for i in 0..n {
+        let d: Vec<f64> = (0..n)
+            .map(|j| {
+                let den = pn[i] * rn[j];
+                let cos =
+                    if den != 0.0 { pd[i].iter().zip(&rd[j]).map(|(a, b)| a * b).sum::<f64>() / den } else { 0.0 };
+                (1.0 - cos).clamp(0.0, 2.0)
+            })
+            .collect();
+        let m = d[i];
+        let less = d.iter().filter(|&&x| x < m).count() as f64;
+        let eq = d.iter().filter(|&&x| x == m).count() as f64;
+        let k = less + (eq - 1.0) / 2.0;
+        pds.push(Some(if n > 1 { 1.0 - k / (n as f64 - 1.0) } else { 1.0 }));
+    }
+    out.values.insert(PDS_COSINE, pds);
+
+    // ---- expression family
+    let g_total = n_vars as f64;
+    let own: Vec<Option<usize>> = perts.iter().map(|p| gpos.get(p).copied()).collect();
+    let w: Vec<f64> = own.iter().map(|o| 1.0 / if o.is_some() { g_total - 1.0 } else { g_total }).collect();
+    let c_ctrl = real.jk[real.control];
+    let mut dist = Vec::with_capacity(n);
+    let mut mse = Vec::with_capacity(n);
+    let mut capped = Vec::with_capacity(n);
+    let mut mass = Vec::with_capacity(n);
+    let mut claim_terms = Vec::with_capacity(n);
+    let mut sq_pred = Vec::with_capacity(n);
+    for (i, p) in perts.iter().enumerate() {
+        let ri = lookup(&ridx, p)?;
+        let pi = lookup(&pidx, p)?;
+        let (rb, pb) = (&real.bulk[ri], &pred.bulk[pi]);
+        let (cr, cp) = (real.jk[ri], pred.jk[pi]);
+        dist.push(w[i] * (sqd(rb, rc, own[i]) - cr - c_ctrl));
+        let s = sqd(pb, rb, own[i]);
+        sq_pred.push(s);
+        mse.push(w[i] * (s - cp - cr));
+        claim_terms.push(cp.min(cr));
+        // numpy's pairwise sum: the values are 1 ± a few ulp and their spread is the column's std
+        let e: Vec<f64> = rb.iter().map(|x| x.exp_m1()).collect();
+        mass.push(np_sum_f64(&e) / BULK_TARGET_SUM);
+    }
+    let claim: f64 = claim_terms.iter().zip(&w).map(|(c, w)| c * w).sum();
+    // budget: per gene, weighted centred sum of squares of the predicted bulks over perturbations whose own gene
+    // is not that gene
+    let pb_rows: Vec<&Vec<f64>> =
+        perts.iter().map(|p| lookup(&pidx, p).map(|i| &pred.bulk[i])).collect::<Result<_>>()?;
+    let mut own_count = vec![0usize; n_vars];
+    for g in own.iter().flatten() {
+        own_count[*g] += 1;
+    }
+    let mut budget = 0.0;
+    for g in 0..n_vars {
+        if n - own_count[g] < 2 {
+            continue;
+        }
+        let (mut sw, mut swx) = (0.0, 0.0);
+        for i in 0..n {
+            if own[i] != Some(g) {
+                sw += w[i];
+                swx += w[i] * pb_rows[i][g];
+            }
+        }
+        let xm = swx / sw;
+        let mut ss = 0.0;
+        for i in 0..n {
+            if own[i] != Some(g) {
+                let d = pb_rows[i][g] - xm;
+                ss += w[i] * d * d;
+            }
+        }
+        budget += ss.max(0.0);
+    }
+    let rho = if claim > 0.0 { (budget / claim).min(1.0) } else { 1.0 };
+    for (i, p) in perts.iter().enumerate() {
+        let ri = lookup(&ridx, p)?;
+        capped.push(w[i] * (sq_pred[i] - rho * claim_terms[i] - real.jk[ri]));
+    }
+    let (mut num, mut den) = (0.0, 0.0);
+    for i in 0..n {
+        if capped[i].is_finite() && dist[i].is_finite() {
+            num += capped[i];
+            den += dist[i];
+        }
+    }
+    out.capped_norm = if den > 0.0 { num / den } else { f64::NAN };
+    out.values.insert(EXPR_DISTANCE_UNBIASED, dist.into_iter().map(Some).collect());
+    out.values.insert(EXPR_MSE_UNBIASED, mse.into_iter().map(Some).collect());
+    out.values.insert(EXPR_MSE_UNBIASED_CAPPED, capped.into_iter().map(Some).collect());
+    out.values.insert(EXPR_REAL_MASS_RATIO, mass.into_iter().map(Some).collect());
+    Ok(())
+}
+
+/// One perturbation's rows of a DE table keyed by gene index.
+struct PertRows<'a> {
+    table: &'a DeTable,
+    i: usize,
+    pos: HashMap<usize, usize>,
+}
+
+impl<'a> PertRows<'a> {
+    fn new(table: &'a DeTable, label: &str) -> Option<Self> {
+        let i = table.pert_index(label)?;
+        Some(PertRows { table, i, pos: table.genes.iter().enumerate().map(|(k, &g)| (g, k)).collect() })
+    }
+    fn lfc(&self, g: usize) -> Option<f64> {
+        self.pos.get(&g).map(|&k| self.table.lfc[self.i][k])
+    }
+    fn padj(&self, g: usize) -> Option<f64> {
+        self.pos.get(&g).map(|&k| self.table.padj[self.i][k])
+    }
+    fn p(&self, g: usize) -> Option<f64> {
+        self.pos.get(&g).map(|&k| self.table.p[self.i][k])
+    }
+    fn sig(&self, own: Option<usize>) -> HashSet<usize> {
+        self.table
+            .genes
+            .iter()
+            .enumerate()
+            .filter(|&(k, &g)| Some(g) != own && self.table.padj[self.i][k] < ALPHA)
+            .map(|(_, &g)| g)
+            .collect()
+    }
+}
+
+fn defined(x: Option<f64>) -> bool {
+    x.is_some_and(|v| !v.is_nan() && v != 0.0)
+}
+
+fn sign(x: f64) -> f64 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+/// lfc_nmae of one perturbation: gate = real significant with finite lfc (own removed), ≥ 10 genes, non-zero
+/// finite denominator; pred lfc missing/non-finite → 0.
+pub fn lfc_nmae_one(gate: &[(usize, f64)], pred_lfc: impl Fn(usize) -> Option<f64>) -> Option<f64> {
+    if gate.len() < 10 {
+        return None;
+    }
+    let n = gate.len() as f64;
+    let d = gate.iter().map(|(_, l)| l.abs()).sum::<f64>() / n;
+    if !(d > 0.0 && d.is_finite()) {
+        return None;
+    }
+    let num = gate
+        .iter()
+        .map(|&(g, l)| {
+            let lp = pred_lfc(g).filter(|v| v.is_finite()).unwrap_or(0.0);
+            (lp - l).abs()
+        })
+        .sum::<f64>()
+        / n;
+    Some(num / d)
+}
+
+/// The real-side lfc_nmae gate of a perturbation.
+pub fn lfc_gate(
+    r: &DeTable,
+    label: &str,
+    own_from: &HashSet<usize>,
+    gpos: &HashMap<String, usize>,
+) -> Vec<(usize, f64)> {
+    let Some(i) = r.pert_index(label) else { return Vec::new() };
+    let own = gpos.get(label).copied().filter(|g| own_from.contains(g));
+    r.genes
+        .iter()
+        .enumerate()
+        .filter(|&(k, &g)| Some(g) != own && r.padj[i][k] < ALPHA && r.lfc[i][k].is_finite())
+        .map(|(k, &g)| (g, r.lfc[i][k]))
+        .collect()
+}
+
+fn de_members(var_names: &[String], real: &DeTable, pred: &DeTable, perts: &[String], out: &mut MemberValues) {
+    let gpos = gene_positions(var_names);
+    let feats: HashSet<usize> = real.genes.iter().copied().collect();
+    let (mut jac, mut nmae, mut fid, mut reach) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for p in perts {
+        let own = gpos.get(p).copied().filter(|g| feats.contains(g));
+        let (Some(r), Some(q)) = (PertRows::new(real, p), PertRows::new(pred, p)) else {
+            jac.push(Some(f64::NAN));
+            nmae.push(None);
+            fid.push(Some(f64::NAN));
+            reach.push(Some(f64::NAN));
+            continue;
+        };
+        // sig_jaccard
+        let rs = r.sig(own);
+        let qs = q.sig(own);
+        let inter = rs.intersection(&qs).count();
+        let uni = rs.union(&qs).count();
+        jac.push(Some(if uni == 0 { 1.0 } else { inter as f64 / uni as f64 }));
+        // lfc_nmae
+        let gate = lfc_gate(real, p, &feats, &gpos);
+        nmae.push(lfc_nmae_one(&gate, |g| q.lfc(g)));
+        // inner join (pred ∩ real genes), own removed
+        let joined: Vec<usize> =
+            pred.genes.iter().copied().filter(|g| r.pos.contains_key(g) && Some(*g) != own).collect();
+        let n_conf = rs.len();
+        let mut n_pred = 0usize;
+        let mut k = 0usize;
+        struct PoolRow<'s> {
+            sigp: bool,
+            pp: f64,
+            pv: f64,
+            al: f64,
+            name: &'s str,
+            adj: bool,
+            m: bool,
+        }
+        let mut pool: Vec<PoolRow> = Vec::new();
+        for &g in &joined {
+            let (lr, lp) = (r.lfc(g), q.lfc(g));
+            let adj = defined(lr);
+            let com = defined(lp);
+            let m = adj && com && sign(lp.unwrap_or(0.0)) == sign(lr.unwrap_or(0.0));
+            let pp = q.padj(g).unwrap_or(f64::NAN);
+            let sigp = pp < ALPHA;
+            if sigp && adj {
+                n_pred += 1;
+                if m {
+                    k += 1;
+                }
+            }
+            if r.padj(g).is_some_and(|x| x < ALPHA) {
+                let nan_inf = |x: Option<f64>| x.filter(|v| !v.is_nan()).unwrap_or(f64::INFINITY);
+                let al = lp.filter(|v| !v.is_nan()).map(f64::abs).unwrap_or(f64::NEG_INFINITY);
+                pool.push(PoolRow {
+                    sigp,
+                    pp: nan_inf(q.padj(g)),
+                    pv: nan_inf(q.p(g)),
+                    al,
+                    name: &var_names[g],
+                    adj,
+                    m,
+                });
+            }
+        }
+        let denom = n_pred.max(n_conf);
+        fid.push(Some(if denom == 0 { f64::NAN } else { k as f64 / denom as f64 }));
+        pool.sort_by(|a, b| {
+            b.sigp
+                .cmp(&a.sigp)
+                .then(a.pp.total_cmp(&b.pp))
+                .then(a.pv.total_cmp(&b.pv))
+                .then(b.al.total_cmp(&a.al))
+                .then(a.name.cmp(b.name))
+        });
+        let (mut nd, mut nm, mut kstar) = (0usize, 0usize, 0usize);
+        for row in &pool {
+            nd += row.adj as usize;
+            nm += row.m as usize;
+            if nd > 0 && nm as f64 / nd as f64 >= 0.9 {
+                kstar = kstar.max(nd);
+            }
+        }
+        reach.push(Some(if n_conf == 0 { f64::NAN } else { kstar as f64 / n_conf as f64 }));
+    }
+    out.values.insert(SIG_JACCARD, jac);
+    out.values.insert(LFC_NMAE, nmae);
+    out.values.insert(FIDELITY, fid);
+    out.values.insert(REACH, reach);
+}
+
+/// All ten members.
+pub fn compute_members(
+    var_names: &[String],
+    real: &SideStats,
+    pred: &SideStats,
+    real_de: &DeTable,
+    pred_de: &DeTable,
+    control_source: ControlSource,
+) -> Result<MemberValues> {
+    let perts: Vec<String> =
+        real.labels.iter().enumerate().filter(|(i, _)| *i != real.control).map(|(_, l)| l.clone()).collect();
+    let mut out = MemberValues { perts: perts.clone(), ..Default::default() };
+    expression_and_pds(var_names, real, pred, &perts, control_source, &mut out)?;
+    de_members(var_names, real_de, pred_de, &perts, &mut out);
+    Ok(out)
+}

@@ -1,0 +1,397 @@
+//! The 2026 Virtual Cell Challenge scorer: `cell-eval2 run --preset vcc2026` (cell-eval2 0.20.0), its baseline
+//! arm, the real bundle (baseline arm + replicate anchor over five seeded half-splits) and the final score.
+//! What each number means is in `design/vcc2026.md`; the fixtures are `tests/fixtures/vcc2026/`.
+//!
+//! Stages: [`validate`] (the preset's input rules) → one streaming pass per batch of groups ([`collect_rows`]),
+//! giving per group the bulk log-normalised profile and the jackknife correction ([`jackknife`]) and, against a
+//! control reference, the per-cell CPM Wilcoxon DE ([`de`]) → the ten profile members ([`metrics`]) → the
+//! output files ([`outputs`]). [`baseline`], [`bundle`] and [`score`] are the competition's two ends and the
+//! final rescaling. The DE reuses the 2025 machinery (`mwu::rank_sum_and_ties`, `mwu::ndtr`,
+//! `bh::bh_adjust`), the streaming reuses `input::{CellSource, stream_chunks}`.
+
+pub mod baseline;
+pub mod bundle;
+pub mod de;
+pub mod jackknife;
+pub mod metrics;
+pub mod outputs;
+pub mod score;
+pub mod validate;
+
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+
+use super::error::EvalError;
+use super::input::{stream_chunks, CellSource};
+use crate::progress::Progress;
+
+/// `bulk_target_sum` (pseudobulk, expression + PDS).
+pub const BULK_TARGET_SUM: f64 = 5e4;
+/// `target_sum` (per-cell CPM, DE only).
+pub const CELL_TARGET_SUM: f64 = 1e6;
+/// `max_counts_per_cell`.
+pub const MAX_COUNTS_PER_CELL: f64 = 1e6;
+/// `filter_gene_min_cpm_cell` (strict `>` on the control mean CPM).
+pub const MIN_CPM: f64 = 5.0;
+/// `de.epsilon`.
+pub const DE_EPSILON: f64 = 1e-9;
+/// `de.p_adj_threshold`.
+pub const ALPHA: f64 = 0.05;
+
+/// Errors of the vcc2026 pipeline; messages follow cell-eval2's wording where it has one.
+#[derive(Debug, thiserror::Error)]
+pub enum Vcc2026Error {
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error("gene dimension mismatch: pred {pred} != real {real}")]
+    GeneDimension { pred: usize, real: usize },
+    #[error("gene names/order differ between pred and real (first difference at position {index}: pred '{pred}', real '{real}')")]
+    GeneOrder { index: usize, pred: String, real: String },
+    #[error("perturbation column '{column}' missing from {which}.obs")]
+    MissingPertColumn { column: String, which: &'static str },
+    #[error("control perturbation '{control}' not found in {which}")]
+    MissingControl { control: String, which: &'static str },
+    #[error("perturbation sets differ: {n_pred} pred vs {n_real} real; pred-only ({n_pred_only})={pred_only}; real-only ({n_real_only})={real_only}")]
+    PerturbationSets {
+        n_pred: usize,
+        n_real: usize,
+        n_pred_only: usize,
+        pred_only: String,
+        n_real_only: usize,
+        real_only: String,
+    },
+    #[error("{file}: data contains negative values; expected non-negative")]
+    Negative { file: String },
+    #[error("{file}: declared input_type='counts' but values are fractional (e.g. {example} in cell {cell})")]
+    Fractional { file: String, example: f64, cell: usize },
+    #[error("ScaleLimitError: per-cell total {total} exceeds max_counts_per_cell=1000000 ({file}, cell {cell})")]
+    ScaleLimit { file: String, total: String, cell: usize },
+    #[error("no target resolves to a gene in the reference feature index: 0 of {n} targets matched (e.g. {examples})")]
+    NoTargetResolves { n: usize, examples: String },
+    #[error("duplicated gene names in var index (e.g. '{name}'); target-gene exclusion needs unique names")]
+    DuplicateVar { name: String },
+    #[error("group '{label}' has no cells")]
+    EmptyGroup { label: String },
+    #[error("{0}")]
+    Metric(String),
+    #[error("{0}")]
+    Bundle(String),
+    #[error("{0}")]
+    Score(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+pub type Result<T, E = Vcc2026Error> = std::result::Result<T, E>;
+
+/// One group of cells of a [`Side`]: a label and its cells as obs rows of the source (a row may repeat).
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub label: String,
+    pub rows: Vec<usize>,
+    /// Emitted cells are `f32(row × scale)` (the baseline arm's dispersed emission).
+    pub scaled: bool,
+}
+
+/// A set of labelled cell groups read from one source: a whole file, a half-split of it, or the baseline arm.
+pub struct Side<'a> {
+    pub source: &'a dyn CellSource,
+    pub name: String,
+    /// Sorted by label (code point order); includes the control.
+    pub groups: Vec<Group>,
+    /// Index of the control in `groups`.
+    pub control: usize,
+    /// Per-gene scale for `scaled` groups.
+    pub scale: Option<Vec<f64>>,
+    pub chunk_rows: usize,
+}
+
+impl Side<'_> {
+    pub fn labels(&self) -> Vec<String> {
+        self.groups.iter().map(|g| g.label.clone()).collect()
+    }
+}
+
+/// The cells of one group, in the order they were read, stored non-zeros only (values f64).
+#[derive(Debug, Default, Clone)]
+pub struct Rows {
+    pub ends: Vec<usize>,
+    pub cols: Vec<u32>,
+    pub vals: Vec<f64>,
+}
+
+impl Rows {
+    pub fn n(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Cell `i`'s (columns, values).
+    pub fn cell(&self, i: usize) -> (&[u32], &[f64]) {
+        let s = if i == 0 { 0 } else { self.ends[i - 1] };
+        let e = self.ends[i];
+        (&self.cols[s..e], &self.vals[s..e])
+    }
+
+    fn push(&mut self, cols: &[u32], vals: &[f32], scale: Option<&[f64]>) {
+        for (&c, &v) in cols.iter().zip(vals) {
+            let x = match scale {
+                // baseline.py: (control_row.astype(float64) * scale).astype(float32)
+                Some(s) => (v as f64 * s[c as usize]) as f32 as f64,
+                None => v as f64,
+            };
+            if x != 0.0 {
+                self.cols.push(c);
+                self.vals.push(x);
+            }
+        }
+        self.ends.push(self.cols.len());
+    }
+}
+
+/// One streaming pass over `side.source` collecting the cells of the groups `which` (indices into `side.groups`).
+pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Result<Vec<Rows>> {
+    // (obs row, slot) sorted by row; a row can feed several slots
+    let mut want: Vec<(usize, usize)> = Vec::new();
+    for (slot, &g) in which.iter().enumerate() {
+        want.extend(side.groups[g].rows.iter().map(|&r| (r, slot)));
+    }
+    want.sort_unstable();
+    let mut out: Vec<Rows> = which.iter().map(|_| Rows::default()).collect();
+    // position-ordered filling: remember each slot's cells in its own row order
+    let mut order: Vec<Vec<(usize, usize)>> = vec![Vec::new(); which.len()];
+    for (slot, &g) in which.iter().enumerate() {
+        order[slot] = side.groups[g].rows.iter().enumerate().map(|(pos, &r)| (r, pos)).collect();
+        order[slot].sort_unstable();
+    }
+    let mut staged: Vec<Vec<(usize, Rows)>> = vec![Vec::new(); which.len()];
+    let mut k = 0usize;
+    let mut next_in_slot = vec![0usize; which.len()];
+    let scale = side.scale.as_deref();
+    if want.is_empty() {
+        return Ok(out);
+    }
+    let last_row = want[want.len() - 1].0;
+    let mut done = false;
+    let res = stream_chunks(side.source, &side.name, side.chunk_rows, progress, |start, m| {
+        if done {
+            return Ok(());
+        }
+        let end = start + m.rows();
+        while k < want.len() && want[k].0 < end {
+            let (r, slot) = want[k];
+            let row = m.outer_view(r - start).ok_or_else(|| EvalError::Read {
+                file: side.name.clone(),
+                message: format!("row {r} missing from chunk"),
+            })?;
+            let sc = if side.groups[which[slot]].scaled { scale } else { None };
+            let mut one = Rows::default();
+            one.push(row.indices(), row.data(), sc);
+            // the position(s) of this row in the group, in order of appearance of duplicates
+            let i = next_in_slot[slot];
+            let pos = order[slot].get(i).map(|&(_, p)| p).unwrap_or(i);
+            next_in_slot[slot] += 1;
+            staged[slot].push((pos, one));
+            k += 1;
+        }
+        if start + m.rows() > last_row {
+            done = true;
+        }
+        Ok(())
+    });
+    res?;
+    for (slot, mut cells) in staged.into_iter().enumerate() {
+        cells.sort_by_key(|(p, _)| *p);
+        let o = &mut out[slot];
+        for (_, c) in cells {
+            let base = o.cols.len();
+            o.cols.extend_from_slice(&c.cols);
+            o.vals.extend_from_slice(&c.vals);
+            o.ends.push(base + c.cols.len());
+        }
+    }
+    Ok(out)
+}
+
+/// Per-group results of one side.
+#[derive(Debug, Clone)]
+pub struct SideStats {
+    pub labels: Vec<String>,
+    pub control: usize,
+    pub n_cells: Vec<usize>,
+    /// `bulk_lognorm` profile per group.
+    pub bulk: Vec<Vec<f64>>,
+    /// Jackknife sampling correction per group.
+    pub jk: Vec<f64>,
+}
+
+/// Options of the passes.
+#[derive(Debug, Clone)]
+pub struct PassOptions {
+    /// Budget for the cells collected per pass (about 12 bytes per stored entry).
+    pub batch_bytes: usize,
+}
+
+impl Default for PassOptions {
+    fn default() -> Self {
+        PassOptions { batch_bytes: 512 << 20 }
+    }
+}
+
+/// Batches of group indices whose collected cells fit the budget.
+fn plan_batches(side: &Side, groups: &[usize], opts: &PassOptions) -> Vec<Vec<usize>> {
+    let (n_obs, n_vars) = side.source.shape();
+    let per_row = match side.source.nnz_hint() {
+        Some(nnz) if n_obs > 0 => (nnz as usize / n_obs).max(1),
+        _ => n_vars.max(1),
+    };
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut cur: Vec<usize> = Vec::new();
+    let mut used = 0usize;
+    for &g in groups {
+        let cost = side.groups[g].rows.len() * per_row * 12 + n_vars * 16;
+        if !cur.is_empty() && used + cost > opts.batch_bytes {
+            out.push(std::mem::take(&mut cur));
+            used = 0;
+        }
+        used += cost;
+        cur.push(g);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Bulk profiles, jackknife corrections and (when `de_ref` is `Some`) the DE of every non-control group against
+/// the reference. `own_reference`: build the reference from this side's own control (anchor halves,
+/// `control_source: pred`); otherwise `external` is used.
+pub fn analyse_side(
+    side: &Side,
+    reference: RefChoice<'_>,
+    opts: &PassOptions,
+    progress: &dyn Progress,
+) -> Result<(SideStats, Option<de::DeTable>, Option<de::Reference>)> {
+    let n_vars = side.source.shape().1;
+    let ng = side.groups.len();
+    for g in &side.groups {
+        if g.rows.is_empty() {
+            return Err(Vcc2026Error::EmptyGroup { label: g.label.clone() });
+        }
+    }
+    let mut bulk = vec![Vec::new(); ng];
+    let mut jk = vec![0.0; ng];
+    // control first
+    progress.stage(&format!("{}: control", side.name), side.source.shape().0 as u64);
+    let ctrl_rows = collect_rows(side, &[side.control], progress)?.pop().unwrap_or_default();
+    let (b, j) = jackknife::bulk_and_jackknife(&ctrl_rows, n_vars);
+    bulk[side.control] = b;
+    jk[side.control] = j;
+    let own_ref = match reference {
+        RefChoice::Own => Some(de::Reference::build(&ctrl_rows, n_vars)),
+        _ => None,
+    };
+    drop(ctrl_rows);
+    let de_ref: Option<&de::Reference> = match reference {
+        RefChoice::Own => own_ref.as_ref(),
+        RefChoice::External(r) => Some(r),
+        RefChoice::None => None,
+    };
+    let others: Vec<usize> = (0..ng).filter(|&g| g != side.control).collect();
+    let mut de_rows: Vec<Option<de::GroupDe>> = vec![None; ng];
+    for batch in plan_batches(side, &others, opts) {
+        progress.stage(&format!("{}: {} groups", side.name, batch.len()), side.source.shape().0 as u64);
+        let rows = collect_rows(side, &batch, progress)?;
+        let res: Vec<(Vec<f64>, f64, Option<de::GroupDe>)> = rows
+            .par_iter()
+            .map(|r| {
+                let (b, j) = jackknife::bulk_and_jackknife(r, n_vars);
+                let d = de_ref.map(|rf| de::test_group(r, rf));
+                (b, j, d)
+            })
+            .collect();
+        for (&g, (b, j, d)) in batch.iter().zip(res) {
+            bulk[g] = b;
+            jk[g] = j;
+            de_rows[g] = d;
+        }
+    }
+    let stats = SideStats {
+        labels: side.labels(),
+        control: side.control,
+        n_cells: side.groups.iter().map(|g| g.rows.len()).collect(),
+        bulk,
+        jk,
+    };
+    let table = de_ref.map(|rf| {
+        let mut t = de::DeTable {
+            genes: rf.genes.clone(),
+            perts: Vec::new(),
+            lfc: Vec::new(),
+            p: Vec::new(),
+            padj: Vec::new(),
+        };
+        for (g, d) in de_rows.into_iter().enumerate() {
+            if let Some(d) = d {
+                t.perts.push(side.groups[g].label.clone());
+                t.lfc.push(d.lfc);
+                t.p.push(d.p);
+                t.padj.push(d.padj);
+            }
+        }
+        t
+    });
+    Ok((stats, table, own_ref))
+}
+
+/// Which control the DE of a side is computed against.
+#[derive(Clone, Copy)]
+pub enum RefChoice<'a> {
+    /// No DE.
+    None,
+    /// This side's own control cells.
+    Own,
+    /// Another side's control (the real control for the pred side under `control_source: real`).
+    External(&'a de::Reference),
+}
+
+pub use validate::{load_pair, Loaded};
+pub mod pipeline;
+
+/// The real side's analysis, shared by the submission run, the baseline arm and the lfc_nmae anchor.
+pub struct RealAnalysis {
+    pub stats: SideStats,
+    pub de: de::DeTable,
+    pub reference: de::Reference,
+}
+
+/// Analyse the real side (DE against its own control).
+pub fn analyse_real(real: &Side, opts: &PassOptions, progress: &dyn Progress) -> Result<RealAnalysis> {
+    let (stats, de, reference) = analyse_side(real, RefChoice::Own, opts, progress)?;
+    match (de, reference) {
+        (Some(de), Some(reference)) => Ok(RealAnalysis { stats, de, reference }),
+        _ => Err(Vcc2026Error::Metric("real DE missing".to_owned())),
+    }
+}
+
+/// Score `pred` against an analysed real side: `control_source: real` takes the pred DE against the real control
+/// and the pred effects against the real control bulk; `pred` uses the pred side's own control for both.
+pub fn evaluate_against(
+    var_names: &[String],
+    real: &RealAnalysis,
+    pred: &Side,
+    control_source: metrics::ControlSource,
+    opts: &PassOptions,
+    progress: &dyn Progress,
+) -> Result<(metrics::MemberValues, de::DeTable)> {
+    let choice = match control_source {
+        metrics::ControlSource::Real => RefChoice::External(&real.reference),
+        metrics::ControlSource::Pred => RefChoice::Own,
+    };
+    let (pstats, pde, _) = analyse_side(pred, choice, opts, progress)?;
+    let pde = pde.ok_or_else(|| Vcc2026Error::Metric("pred DE missing".to_owned()))?;
+    let members = metrics::compute_members(var_names, &real.stats, &pstats, &real.de, &pde, control_source)?;
+    Ok((members, pde))
+}

@@ -1,0 +1,95 @@
+//! `vcell eval --preset vcc2026`: `cell-eval2 run --preset vcc2026` (validate → analyse real → analyse pred
+//! against the real control → members → files).
+
+use std::path::{Path, PathBuf};
+
+use super::metrics::{ControlSource, MemberValues};
+use super::outputs::{agg_csv, agg_table, de_csv, metric_aggregation_csv, results_csv};
+use super::validate::{load_pair, Vcc2026Options};
+use super::{analyse_real, evaluate_against, Result, Vcc2026Error};
+use crate::eval::format::write_atomic;
+use crate::progress::Progress;
+
+/// What a vcc2026 run needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub real: PathBuf,
+    pub pred: PathBuf,
+    pub outdir: PathBuf,
+    /// Also write `de_real.csv` / `de_pred.csv` (`--write-degenes`).
+    pub write_de: bool,
+    pub vcc: Vcc2026Options,
+}
+
+/// A run's results.
+pub struct RunOutput {
+    pub members: MemberValues,
+    pub files: Vec<PathBuf>,
+}
+
+pub(crate) fn write(dir: &Path, name: &str, text: &str, files: &mut Vec<PathBuf>) -> Result<()> {
+    let p = dir.join(name);
+    write_atomic(&p, text.as_bytes()).map_err(|source| Vcc2026Error::Io { path: p.clone(), source })?;
+    files.push(p);
+    Ok(())
+}
+
+/// Score a prediction under the vcc2026 preset and write cell-eval2's files into `outdir`.
+pub fn run_vcc2026(opts: &RunOptions, progress: &dyn Progress) -> Result<RunOutput> {
+    let loaded = load_pair(&opts.real, &opts.pred, &opts.vcc, progress)?;
+    let real_side = loaded.real.side(&opts.vcc.control)?;
+    let pred_side = loaded.pred.side(&opts.vcc.control)?;
+    let real = analyse_real(&real_side, &opts.vcc.passes, progress)?;
+    let (members, pred_de) =
+        evaluate_against(&loaded.var_names, &real, &pred_side, ControlSource::Real, &opts.vcc.passes, progress)?;
+    std::fs::create_dir_all(&opts.outdir).map_err(|source| Vcc2026Error::Io { path: opts.outdir.clone(), source })?;
+    let mut files = Vec::new();
+    let dir = &opts.outdir;
+    write(dir, "results.csv", &results_csv(&members), &mut files)?;
+    write(dir, "agg_results.csv", &agg_csv(&agg_table(&members)), &mut files)?;
+    write(dir, "metric_aggregation.csv", &metric_aggregation_csv(&members), &mut files)?;
+    if opts.write_de {
+        write(dir, "de_real.csv", &de_csv(&real.de, &loaded.var_names), &mut files)?;
+        write(dir, "de_pred.csv", &de_csv(&pred_de, &loaded.var_names), &mut files)?;
+    }
+    write(dir, "run_meta.json", &run_meta(opts, "counts"), &mut files)?;
+    Ok(RunOutput { members, files })
+}
+
+/// `run_meta.json`: cell-eval2's keys that describe the computation (digests and fingerprints of cell-eval2's
+/// own config serialisation are not reproduced).
+pub fn run_meta(opts: &RunOptions, pred_input: &str) -> String {
+    let v = serde_json::json!({
+        "anchor_metric_names": super::metrics::RESULT_ORDER.iter().chain(std::iter::once(&super::metrics::EXPR_CAPPED_NORM)).collect::<Vec<_>>(),
+        "comparator": "bulk_lognorm",
+        "engine": format!("vcell {}", env!("CARGO_PKG_VERSION")),
+        "input_type_pred_effective": pred_input,
+        "input_type_real_effective": "counts",
+        "metrics_version": 1,
+        "preset": "vcc2026",
+        "pert_col": opts.vcc.pert_col,
+        "control": opts.vcc.control,
+        "resolved_de_backend": "scanpy",
+        "resolved_device": "cpu",
+        "source": opts.real.display().to_string(),
+        "created_utc": now_utc(),
+    });
+    serde_json::to_string_pretty(&v).unwrap_or_default()
+}
+
+/// Seconds since the epoch as an RFC 3339-ish UTC stamp.
+pub fn now_utc() -> String {
+    let s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (s / 86400, s % 86400);
+    // civil from days (Howard Hinnant)
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+00:00", rem / 3600, rem % 3600 / 60, rem % 60)
+}

@@ -1,0 +1,83 @@
+//! The competition score (cell-eval2 `score.py::_replicate_entries`, `scoring.py`; design/vcc2026.md §7):
+//! `s = (u − b)/(r − b)` per scored member; `expr_mse_unbiased_capped_norm` clamped to [0, 1], `de_wilcoxon_lfc_nmae`
+//! floored at −6; a missing/NaN `u` scores the floor (0 / −6) or, unfloored, `−b/(r − b)`; the scale is refused
+//! when `r − b ≤ 0` (higher-better) / `b − r ≤ 0` (lower-better). `avg_score` = mean of the six. `from_baseline`
+//! (diagnostic): bounded members `(u − b)/(1 − b)`, error members `1 − u/b`, same clamps, no average.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::metrics::{lower_is_better, EXPR_CAPPED_NORM, LFC_NMAE, SCORED};
+use super::{Result, Vcc2026Error};
+use crate::eval::format::fmt_f64;
+
+/// One member's score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberScore {
+    pub metric: String,
+    pub from_baseline: f64,
+    pub from_replicate: f64,
+}
+
+fn clamp(m: &str, s: f64) -> f64 {
+    if m == EXPR_CAPPED_NORM {
+        s.clamp(0.0, 1.0)
+    } else if m == LFC_NMAE {
+        s.max(-6.0)
+    } else {
+        s
+    }
+}
+
+/// Score `u` (member → submission mean) against `b` (baseline arm means) and `r` (anchor replicates). Rows in
+/// cell-eval2's order (lower-is-better members, then higher-is-better, each alphabetical); returns the rows and
+/// `avg_score`.
+pub fn score(
+    u: &BTreeMap<String, f64>,
+    b: &BTreeMap<String, f64>,
+    r: &BTreeMap<String, f64>,
+) -> Result<(Vec<MemberScore>, f64)> {
+    let mut names: Vec<&str> = SCORED.to_vec();
+    names.sort_by_key(|m| (!lower_is_better(m), m.to_string()));
+    let mut rows = Vec::new();
+    for m in names {
+        let get = |t: &BTreeMap<String, f64>, what: &str| {
+            t.get(m).copied().ok_or_else(|| Vcc2026Error::Score(format!("{what} has no value for {m}")))
+        };
+        let (bv, rv) = (get(b, "baseline")?, get(r, "anchor")?);
+        let uv = u.get(m).copied().unwrap_or(f64::NAN);
+        let width = if lower_is_better(m) { bv - rv } else { rv - bv };
+        if width.is_nan() || width <= 0.0 {
+            return Err(Vcc2026Error::Score(format!("degenerate scale for {m}: baseline {bv}, replicate {rv}")));
+        }
+        let from_rep = if uv.is_nan() {
+            match m {
+                EXPR_CAPPED_NORM => 0.0,
+                LFC_NMAE => -6.0,
+                _ => -bv / (rv - bv),
+            }
+        } else {
+            clamp(m, (uv - bv) / (rv - bv))
+        };
+        let from_base = if lower_is_better(m) { clamp(m, 1.0 - uv / bv) } else { (uv - bv) / (1.0 - bv) };
+        rows.push(MemberScore { metric: m.to_owned(), from_baseline: from_base, from_replicate: from_rep });
+    }
+    let avg = rows.iter().map(|r| r.from_replicate).sum::<f64>() / rows.len() as f64;
+    Ok((rows, avg))
+}
+
+/// `score.csv` (`metric, from_baseline, from_replicate, anchor_source, real_bundle_id`).
+pub fn score_csv(rows: &[MemberScore], avg: f64, bundle_id: &str) -> String {
+    let mut s = String::from("metric,from_baseline,from_replicate,anchor_source,real_bundle_id\n");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},{},real_bundle,{bundle_id}",
+            r.metric,
+            fmt_f64(r.from_baseline),
+            fmt_f64(r.from_replicate)
+        );
+    }
+    let _ = writeln!(s, "avg_score,,{},real_bundle,{bundle_id}", fmt_f64(avg));
+    s
+}

@@ -1,0 +1,257 @@
+//! The vcc2026 preset's input rules (cell-eval2 `io.py::validate_pair`, `norm.py`, `run.py::_run_metrics`;
+//! design/vcc2026.md §3), in cell-eval2's order:
+//!
+//! 1. gene axes identical in length and order;
+//! 2. perturbation column in both obs;
+//! 3. identical label sets including the control (control must be in real);
+//! 4. per side: no negative value, every stored value integral within 1e-6 (NaN fails here) unless fractional
+//!    counts are allowed (baseline arm);
+//! 5. per-cell total ≤ 1e6;
+//! 6. target-gene resolution: at least one label is a var name, var names unique.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+
+use super::{Group, Result, Side, Vcc2026Error, MAX_COUNTS_PER_CELL};
+use crate::data::anndata::Categorical;
+use crate::eval::error::short_list;
+use crate::eval::input::{chunk_rows_for, open_h5ad, stream_chunks, CellSource};
+use crate::progress::Progress;
+
+/// Options of a vcc2026 run.
+#[derive(Debug, Clone)]
+pub struct Vcc2026Options {
+    pub pert_col: String,
+    pub control: String,
+    /// `allow_fractional_counts` (the baseline arm is scored with it on).
+    pub allow_fractional: bool,
+    /// Target stored entries per streamed chunk.
+    pub chunk_nnz: usize,
+    pub passes: super::PassOptions,
+}
+
+impl Default for Vcc2026Options {
+    fn default() -> Self {
+        Vcc2026Options {
+            pert_col: "target_gene".to_owned(),
+            control: "non-targeting".to_owned(),
+            allow_fractional: false,
+            chunk_nnz: 4 << 20,
+            passes: super::PassOptions::default(),
+        }
+    }
+}
+
+/// One checked file.
+pub struct LoadedFile {
+    pub name: String,
+    pub source: Box<dyn CellSource>,
+    pub pert: Categorical,
+    pub chunk_rows: usize,
+}
+
+impl LoadedFile {
+    /// The whole file as a [`Side`]: groups sorted by label, rows in obs order.
+    pub fn side(&self, control: &str) -> Result<Side<'_>> {
+        let mut rows: Vec<Vec<usize>> = vec![Vec::new(); self.pert.categories.len()];
+        for (i, &c) in self.pert.codes.iter().enumerate() {
+            if c >= 0 {
+                rows[c as usize].push(i);
+            }
+        }
+        let mut groups: Vec<Group> = self
+            .pert
+            .categories
+            .iter()
+            .zip(rows)
+            .filter(|(_, r)| !r.is_empty())
+            .map(|(l, r)| Group { label: l.clone(), rows: r, scaled: false })
+            .collect();
+        groups.sort_by(|a, b| a.label.cmp(&b.label));
+        let control = groups
+            .iter()
+            .position(|g| g.label == control)
+            .ok_or_else(|| Vcc2026Error::MissingControl { control: control.to_owned(), which: "real" })?;
+        Ok(Side {
+            source: self.source.as_ref(),
+            name: self.name.clone(),
+            groups,
+            control,
+            scale: None,
+            chunk_rows: self.chunk_rows,
+        })
+    }
+}
+
+/// A checked real/pred pair.
+pub struct Loaded {
+    pub real: LoadedFile,
+    pub pred: LoadedFile,
+    pub var_names: Vec<String>,
+}
+
+fn pert_of(source: &dyn CellSource, col: &str, which: &'static str) -> Result<Categorical> {
+    match source.obs_column(col)? {
+        Some(c) => Ok(c.to_categorical()),
+        None => Err(Vcc2026Error::MissingPertColumn { column: col.to_owned(), which }),
+    }
+}
+
+fn present_labels(cat: &Categorical) -> BTreeSet<String> {
+    let mut present = vec![false; cat.categories.len()];
+    for &c in &cat.codes {
+        if c >= 0 {
+            present[c as usize] = true;
+        }
+    }
+    cat.categories.iter().zip(present).filter(|(_, p)| *p).map(|(c, _)| c.clone()).collect()
+}
+
+/// Integral within 1e-6 absolute in the stored dtype (`norm.py`); NaN is not.
+fn is_integral(v: f32) -> bool {
+    (v - v.round()).abs() <= 1e-6
+}
+
+/// Rule 4 and 5 on one file: negatives, fractional values, per-cell totals. Totals are checked after the value
+/// rules of every cell (cell-eval2 checks them in a later stage).
+pub fn check_values(
+    source: &dyn CellSource,
+    name: &str,
+    chunk_rows: usize,
+    allow_fractional: bool,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let mut negative = false;
+    let mut fractional: Option<(f64, usize)> = None;
+    let mut over: Option<(f64, usize)> = None;
+    progress.stage(&format!("checking {name}"), source.shape().0 as u64);
+    stream_chunks(source, name, chunk_rows, progress, |start, m| {
+        for (r, row) in m.outer_iterator().enumerate() {
+            let mut total = 0.0f64;
+            for &v in row.data() {
+                if v < 0.0 {
+                    negative = true;
+                }
+                if !allow_fractional && fractional.is_none() && !is_integral(v) {
+                    fractional = Some((v as f64, start + r));
+                }
+                total += v as f64;
+            }
+            if over.is_none() && total > MAX_COUNTS_PER_CELL {
+                over = Some((total, start + r));
+            }
+        }
+        Ok(())
+    })?;
+    if negative {
+        return Err(Vcc2026Error::Negative { file: name.to_owned() });
+    }
+    if let Some((example, cell)) = fractional {
+        return Err(Vcc2026Error::Fractional { file: name.to_owned(), example, cell });
+    }
+    if let Some((t, cell)) = over {
+        let total = if t.fract() == 0.0 { format!("{t:.0}") } else { format!("{t}") };
+        return Err(Vcc2026Error::ScaleLimit { file: name.to_owned(), total, cell });
+    }
+    Ok(())
+}
+
+/// Rule 6: at least one perturbation label is a gene, and gene names are unique.
+pub fn check_targets(var_names: &[String], perts: &[String]) -> Result<()> {
+    let mut seen = HashSet::new();
+    for v in var_names {
+        if !seen.insert(v.as_str()) {
+            return Err(Vcc2026Error::DuplicateVar { name: v.clone() });
+        }
+    }
+    if !perts.is_empty() && !perts.iter().any(|p| seen.contains(p.as_str())) {
+        return Err(Vcc2026Error::NoTargetResolves { n: perts.len(), examples: short_list(perts, 3) });
+    }
+    Ok(())
+}
+
+/// Position of each gene name.
+pub fn gene_positions(var_names: &[String]) -> HashMap<String, usize> {
+    var_names.iter().enumerate().map(|(i, v)| (v.clone(), i)).collect()
+}
+
+/// Open and check a real/pred pair from paths.
+pub fn load_pair(real: &Path, pred: &Path, opts: &Vcc2026Options, progress: &dyn Progress) -> Result<Loaded> {
+    let r = open_h5ad(real)?;
+    let p = open_h5ad(pred)?;
+    load_pair_sources((real.display().to_string(), r), (pred.display().to_string(), p), opts, progress)
+}
+
+/// Open and check a real/pred pair from sources.
+pub fn load_pair_sources(
+    real: (String, Box<dyn CellSource>),
+    pred: (String, Box<dyn CellSource>),
+    opts: &Vcc2026Options,
+    progress: &dyn Progress,
+) -> Result<Loaded> {
+    let (rname, rsrc) = real;
+    let (pname, psrc) = pred;
+    // 1. gene axes
+    let rv = rsrc.var_names()?;
+    let pv = psrc.var_names()?;
+    if rv.len() != pv.len() || rsrc.shape().1 != psrc.shape().1 {
+        return Err(Vcc2026Error::GeneDimension {
+            pred: psrc.shape().1.max(pv.len()),
+            real: rsrc.shape().1.max(rv.len()),
+        });
+    }
+    if let Some(index) = (0..rv.len()).find(|&i| rv[i] != pv[i]) {
+        return Err(Vcc2026Error::GeneOrder { index, pred: pv[index].clone(), real: rv[index].clone() });
+    }
+    // 2. perturbation column
+    let rcat = pert_of(rsrc.as_ref(), &opts.pert_col, "real")?;
+    let pcat = pert_of(psrc.as_ref(), &opts.pert_col, "pred")?;
+    // 3. label sets incl. control
+    let rl = present_labels(&rcat);
+    let pl = present_labels(&pcat);
+    if rl != pl {
+        let po: Vec<String> = pl.difference(&rl).cloned().collect();
+        let ro: Vec<String> = rl.difference(&pl).cloned().collect();
+        return Err(Vcc2026Error::PerturbationSets {
+            n_pred: pl.len(),
+            n_real: rl.len(),
+            n_pred_only: po.len(),
+            pred_only: short_list(&po, 10),
+            n_real_only: ro.len(),
+            real_only: short_list(&ro, 10),
+        });
+    }
+    if !rl.contains(&opts.control) {
+        return Err(Vcc2026Error::MissingControl { control: opts.control.clone(), which: "real" });
+    }
+    // 4–5. values, real then pred
+    let rchunk = chunk_rows_for(rsrc.as_ref(), opts.chunk_nnz);
+    let pchunk = chunk_rows_for(psrc.as_ref(), opts.chunk_nnz);
+    check_values(rsrc.as_ref(), &rname, rchunk, false, progress)?;
+    check_values(psrc.as_ref(), &pname, pchunk, opts.allow_fractional, progress)?;
+    // 6. targets
+    let perts: Vec<String> = rl.iter().filter(|l| **l != opts.control).cloned().collect();
+    check_targets(&rv, &perts)?;
+    Ok(Loaded {
+        real: LoadedFile { name: rname, source: rsrc, pert: rcat, chunk_rows: rchunk },
+        pred: LoadedFile { name: pname, source: psrc, pert: pcat, chunk_rows: pchunk },
+        var_names: rv,
+    })
+}
+
+/// Open and check the real file on its own (baseline arm, bundle): perturbation column, control, values, targets.
+pub fn load_real(real: &Path, opts: &Vcc2026Options, progress: &dyn Progress) -> Result<(LoadedFile, Vec<String>)> {
+    let src = open_h5ad(real)?;
+    let name = real.display().to_string();
+    let vars = src.var_names()?;
+    let cat = pert_of(src.as_ref(), &opts.pert_col, "real")?;
+    let labels = present_labels(&cat);
+    if !labels.contains(&opts.control) {
+        return Err(Vcc2026Error::MissingControl { control: opts.control.clone(), which: "real" });
+    }
+    let chunk = chunk_rows_for(src.as_ref(), opts.chunk_nnz);
+    check_values(src.as_ref(), &name, chunk, false, progress)?;
+    let perts: Vec<String> = labels.iter().filter(|l| **l != opts.control).cloned().collect();
+    check_targets(&vars, &perts)?;
+    Ok((LoadedFile { name, source: src, pert: cat, chunk_rows: chunk }, vars))
+}
