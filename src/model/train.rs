@@ -134,33 +134,15 @@ impl StTrainConfig {
     }
 
     fn optim_config(&self) -> Result<OptimConfig> {
-        let schedule = match self.schedule.as_str() {
-            "constant" => LrSchedule::Constant,
-            "cosine" => LrSchedule::WarmupCosine {
-                warmup_steps: self.warmup_steps,
-                total_steps: self.max_steps,
-                min_lr_ratio: self.min_lr_ratio,
-            },
-            "linear" => LrSchedule::WarmupLinear {
-                warmup_steps: self.warmup_steps,
-                total_steps: self.max_steps,
-                min_lr_ratio: self.min_lr_ratio,
-            },
-            other => {
-                return Err(ModelError::Config(format!(
-                    "schedule {other:?} is not one of \"cosine\", \"linear\", \"constant\""
-                )))
-            }
-        };
-        Ok(OptimConfig {
-            lr: self.lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: self.weight_decay,
-            max_grad_norm: self.max_grad_norm,
-            schedule,
-        })
+        optim_config(
+            self.lr,
+            self.weight_decay,
+            &self.schedule,
+            self.warmup_steps,
+            self.max_steps,
+            self.min_lr_ratio,
+            self.max_grad_norm,
+        )
     }
 
     fn validate(&self) -> Result<()> {
@@ -376,39 +358,100 @@ impl<'a> Trainer<'a> {
         write_json_atomic(&dir.join(TRAINER_STATE_FILE), &self.state)
     }
 
-    /// Train until `max_steps` or a stop request, validating and checkpointing on schedule.
+    /// Train until `max_steps` or a stop request, validating and checkpointing on schedule (see [`run_loop`]).
     pub fn run(&mut self, hooks: &mut dyn TrainHooks) -> Result<Ending> {
-        while self.state.step < self.cfg.max_steps {
-            if hooks.stop_requested() {
-                self.checkpoint(hooks)?;
-                return Ok(Ending::Stopped);
-            }
-            let record = self.step()?;
-            hooks.on_step(&record)?;
-            let step = self.state.step;
-            if self.cfg.val_every > 0 && (step.is_multiple_of(self.cfg.val_every) || step == self.cfg.max_steps) {
-                if let Some(v) = self.validation_loss()? {
-                    self.state.last_val_loss = Some(v);
-                    hooks.on_validation(step, v)?;
-                }
-            }
-            if self.cfg.checkpoint_every > 0
-                && step.is_multiple_of(self.cfg.checkpoint_every)
-                && step < self.cfg.max_steps
-            {
-                self.checkpoint(hooks)?;
-            }
-        }
-        self.checkpoint(hooks)?;
-        Ok(Ending::Finished)
+        run_loop(self, hooks)
+    }
+}
+
+impl TrainTask for Trainer<'_> {
+    fn step(&mut self) -> Result<StepRecord> {
+        Trainer::step(self)
     }
 
-    fn checkpoint(&mut self, hooks: &mut dyn TrainHooks) -> Result<()> {
-        let step = self.state.step;
-        let dir = hooks.checkpoint_dir(step);
-        self.save(&dir)?;
-        hooks.checkpoint_written(step)
+    fn validation_loss(&self) -> Result<Option<f64>> {
+        Trainer::validation_loss(self)
     }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        Trainer::save(self, dir)
+    }
+
+    fn current_step(&self) -> u64 {
+        self.state.step
+    }
+
+    fn schedule(&self) -> LoopSchedule {
+        LoopSchedule {
+            max_steps: self.cfg.max_steps,
+            val_every: self.cfg.val_every,
+            checkpoint_every: self.cfg.checkpoint_every,
+        }
+    }
+
+    fn set_last_val_loss(&mut self, val_loss: f64) {
+        self.state.last_val_loss = Some(val_loss);
+    }
+}
+
+/// When a [`TrainTask`] stops, validates and checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopSchedule {
+    pub max_steps: u64,
+    /// Validate every N steps and after the last one (0 = never).
+    pub val_every: u64,
+    /// Checkpoint every N steps (0 = only at the end or on a stop).
+    pub checkpoint_every: u64,
+}
+
+/// A model with its optimiser, data and position in training: what [`run_loop`] drives (ST's [`Trainer`], SE's
+/// `se_train::SeTrainer`).
+pub trait TrainTask {
+    /// One optimisation step; errors on a non-finite loss or gradient (the NaN guard) without changing state.
+    fn step(&mut self) -> Result<StepRecord>;
+    /// Held-out loss without dropout; None when there is nothing held out.
+    fn validation_loss(&self) -> Result<Option<f64>>;
+    /// Write a complete checkpoint (weights, optimiser, trainer state) into `dir`.
+    fn save(&self, dir: &Path) -> Result<()>;
+    /// Completed steps.
+    fn current_step(&self) -> u64;
+    fn schedule(&self) -> LoopSchedule;
+    /// Remember the last validation loss (saved with the trainer state).
+    fn set_last_val_loss(&mut self, val_loss: f64);
+}
+
+/// The training loop shared by every model: stop checks before each step, hooks after it, validation and
+/// checkpoints on the task's schedule, a final checkpoint; a failing step (e.g. the NaN guard) ends the loop with
+/// the error and writes nothing (the last checkpoint is kept).
+pub fn run_loop(task: &mut dyn TrainTask, hooks: &mut dyn TrainHooks) -> Result<Ending> {
+    let sched = task.schedule();
+    while task.current_step() < sched.max_steps {
+        if hooks.stop_requested() {
+            checkpoint(task, hooks)?;
+            return Ok(Ending::Stopped);
+        }
+        let record = task.step()?;
+        hooks.on_step(&record)?;
+        let step = task.current_step();
+        if sched.val_every > 0 && (step.is_multiple_of(sched.val_every) || step == sched.max_steps) {
+            if let Some(v) = task.validation_loss()? {
+                task.set_last_val_loss(v);
+                hooks.on_validation(step, v)?;
+            }
+        }
+        if sched.checkpoint_every > 0 && step.is_multiple_of(sched.checkpoint_every) && step < sched.max_steps {
+            checkpoint(task, hooks)?;
+        }
+    }
+    checkpoint(task, hooks)?;
+    Ok(Ending::Finished)
+}
+
+fn checkpoint(task: &mut dyn TrainTask, hooks: &mut dyn TrainHooks) -> Result<()> {
+    let step = task.current_step();
+    let dir = hooks.checkpoint_dir(step);
+    task.save(&dir)?;
+    hooks.checkpoint_written(step)
 }
 
 /// Tensors for a batch of sets: ctrl `[B,S,G]`, pert one-hot `[B,S,P]`, batch ids `[B,S]` (when the model has a
@@ -451,12 +494,35 @@ pub fn batch_tensors(
     Ok((ctrl, pert, batch, target))
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+/// AdamW settings from a training config's fields (`schedule`: `cosine`, `linear` or `constant`).
+pub(crate) fn optim_config(
+    lr: f64,
+    weight_decay: f64,
+    schedule: &str,
+    warmup_steps: u64,
+    max_steps: u64,
+    min_lr_ratio: f64,
+    max_grad_norm: Option<f64>,
+) -> Result<OptimConfig> {
+    let schedule = match schedule {
+        "constant" => LrSchedule::Constant,
+        "cosine" => LrSchedule::WarmupCosine { warmup_steps, total_steps: max_steps, min_lr_ratio },
+        "linear" => LrSchedule::WarmupLinear { warmup_steps, total_steps: max_steps, min_lr_ratio },
+        other => {
+            return Err(ModelError::Config(format!(
+                "schedule {other:?} is not one of \"cosine\", \"linear\", \"constant\""
+            )))
+        }
+    };
+    Ok(OptimConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, max_grad_norm, schedule })
+}
+
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
     serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.into(), source })
 }
 
-fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|source| ModelError::Json { path: path.into(), source })?;
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, text).map_err(|source| ModelError::Io { path: tmp.clone(), source })?;
