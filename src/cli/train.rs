@@ -229,18 +229,31 @@ fn train_st_in_context(
 ) -> anyhow::Result<Ending> {
     let progress = super::progress::BarProgress::new(args.quiet);
     let table = CellTable::load(data_cfg, &progress).context("loading the data config's datasets")?;
+    let resumed = ctx.resumed_from().map(resumed_dir);
+    let decode_genes = match &resumed {
+        Some(dir) => {
+            let c: StTrainConfig = crate::model::train::read_json(&dir.join(crate::model::train::TRAIN_CONFIG_FILE))
+                .with_context(|| format!("reading the training config of {}", dir.display()))?;
+            c.decode_genes
+        }
+        None => cfg.decode_genes,
+    };
+    // Embedding-space training with a gene decoder: the same cells' expression are the decoder's targets.
+    let genes = match (&data_cfg.settings.embed_key, decode_genes) {
+        (Some(_), true) => Some(super::predict::load_gene_table(data_cfg, &progress)?),
+        _ => None,
+    };
     progress.finish();
-    let mut trainer = match ctx.resumed_from() {
-        Some(ckpt) => {
-            let dir = resumed_dir(ckpt);
-            let mut t =
-                Trainer::resume(&table, &dir, device).with_context(|| format!("resuming from {}", dir.display()))?;
+    let mut trainer = match &resumed {
+        Some(dir) => {
+            let mut t = Trainer::resume_with_genes(&table, genes.as_ref(), dir, device)
+                .with_context(|| format!("resuming from {}", dir.display()))?;
             if let Some(n) = args.max_steps {
                 t.cfg.max_steps = n;
             }
             t
         }
-        None => Trainer::new(&table, cfg, device)?,
+        None => Trainer::new_with_genes(&table, genes.as_ref(), cfg, device)?,
     };
     ctx.log(format!(
         "ST: {} cells, {} features, {} perturbations, {} parameters, device {:?}",
@@ -251,11 +264,12 @@ fn train_st_in_context(
         device
     ))?;
     let banner = format!(
-        "training ST ({} parameters) on {} cells × {} features, {} perturbations",
+        "training ST ({} parameters) on {} cells × {} features, {} perturbations{}",
         trainer.n_params(),
         table.n_cells(),
         table.n_features(),
-        table.pert_names.len()
+        table.pert_names.len(),
+        genes.as_ref().map(|g| format!(", decoding to {} genes", g.n_features())).unwrap_or_default()
     );
     let ending = drive(&mut trainer, ctx, args.quiet, banner)?;
     print_ending(args.quiet, ending, trainer.state.step, trainer.state.last_val_loss);

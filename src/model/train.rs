@@ -17,6 +17,7 @@ use candle_nn::{VarBuilder, VarMap};
 use super::checkpoint;
 use super::loss::LossKind;
 use super::optim::{AdamW, LrSchedule, OptimConfig};
+use super::mlp::GeneDecoderConfig;
 use super::st::{init_seeded, OutputSpace, StConfig, StModel};
 use super::{ModelError, Result};
 use crate::data::config::Split;
@@ -74,6 +75,13 @@ pub struct StTrainConfig {
     pub val_sets: usize,
     pub checkpoint_every: u64,
     pub seed: u64,
+    /// With `[data] embed_key` (training in an embedding space): also train Arc's gene decoder from the predicted
+    /// embeddings to the cells' log1p expression, so that `vcell predict` can write gene-space predictions.
+    pub decode_genes: bool,
+    /// Hidden widths of the gene decoder (Arc: [1024, 1024, 512]).
+    pub decoder_hidden: Vec<usize>,
+    /// Weight of the decoder's loss in the training loss (Arc: 1.0).
+    pub decoder_weight: f64,
 }
 
 impl Default for StTrainConfig {
@@ -103,6 +111,9 @@ impl Default for StTrainConfig {
             val_sets: 16,
             checkpoint_every: 100,
             seed: 42,
+            decode_genes: false,
+            decoder_hidden: vec![256, 256],
+            decoder_weight: 1.0,
         }
     }
 }
@@ -211,6 +222,8 @@ pub struct Trainer<'a> {
     varmap: VarMap,
     model: StModel,
     optim: AdamW,
+    /// The same cells in log1p expression space: the gene decoder's targets (embedding-space training only).
+    genes: Option<&'a CellTable>,
     sampler: SetSampler,
     val_sets: Vec<CellSet>,
     pub state: TrainerState,
@@ -220,8 +233,27 @@ pub struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     /// A fresh model on `table`'s training split.
     pub fn new(table: &'a CellTable, cfg: StTrainConfig, device: &Device) -> Result<Self> {
+        Self::new_with_genes(table, None, cfg, device)
+    }
+
+    /// A fresh model; with `cfg.decode_genes`, `genes` (the same cells in expression space, e.g. loaded from the
+    /// data config without `embed_key`) are the targets of a gene decoder trained alongside.
+    pub fn new_with_genes(
+        table: &'a CellTable,
+        genes: Option<&'a CellTable>,
+        cfg: StTrainConfig,
+        device: &Device,
+    ) -> Result<Self> {
         cfg.validate()?;
-        let model_cfg = cfg.model_config(table.n_features(), table.pert_names.len(), table.batch_names.len());
+        let mut model_cfg = cfg.model_config(table.n_features(), table.pert_names.len(), table.batch_names.len());
+        let genes = decoder_genes(table, genes, &cfg)?;
+        if let Some(g) = genes {
+            model_cfg.gene_decoder = Some(GeneDecoderConfig {
+                gene_dim: g.n_features(),
+                hidden_dims: cfg.decoder_hidden.clone(),
+                dropout: model_cfg.dropout,
+            });
+        }
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let model = StModel::load(vb, &model_cfg)?;
@@ -237,11 +269,21 @@ impl<'a> Trainer<'a> {
             control: table.pert_names.get(table.control as usize).cloned().unwrap_or_default(),
             last_val_loss: None,
         };
-        Self::assemble(table, cfg, model_cfg, varmap, model, optim, state, device)
+        Self::assemble(table, genes, cfg, model_cfg, varmap, model, optim, state, device)
     }
 
     /// Continue from a checkpoint directory written by [`Trainer::save`].
     pub fn resume(table: &'a CellTable, dir: &Path, device: &Device) -> Result<Self> {
+        Self::resume_with_genes(table, None, dir, device)
+    }
+
+    /// [`Trainer::resume`] of a run trained with a gene decoder (`genes` as in [`Trainer::new_with_genes`]).
+    pub fn resume_with_genes(
+        table: &'a CellTable,
+        genes: Option<&'a CellTable>,
+        dir: &Path,
+        device: &Device,
+    ) -> Result<Self> {
         let cfg: StTrainConfig = read_json(&dir.join(TRAIN_CONFIG_FILE))?;
         let state: TrainerState = read_json(&dir.join(TRAINER_STATE_FILE))?;
         if state.pert_names != table.pert_names || state.feature_names != table.feature_names {
@@ -250,15 +292,23 @@ impl<'a> Trainer<'a> {
                 dir.display()
             )));
         }
+        let genes = decoder_genes(table, genes, &cfg)?;
         let (model_cfg, varmap, model) = checkpoint::load_model(dir, device)?;
+        if model_cfg.gene_decoder.as_ref().map(|g| g.gene_dim) != genes.map(|g| g.n_features()) {
+            return Err(ModelError::Checkpoint(format!(
+                "{}: the model's gene decoder does not match the expression data given",
+                dir.display()
+            )));
+        }
         let optim = checkpoint::load_optimizer(dir, &varmap)?
             .ok_or_else(|| ModelError::Checkpoint(format!("{} has no optimizer state", dir.display())))?;
-        Self::assemble(table, cfg, model_cfg, varmap, model, optim, state, device)
+        Self::assemble(table, genes, cfg, model_cfg, varmap, model, optim, state, device)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn assemble(
         table: &'a CellTable,
+        genes: Option<&'a CellTable>,
         cfg: StTrainConfig,
         model_cfg: StConfig,
         varmap: VarMap,
@@ -282,7 +332,19 @@ impl<'a> Trainer<'a> {
             }
             None => Vec::new(),
         };
-        Ok(Trainer { table, cfg, model_cfg, varmap, model, optim, sampler, val_sets, state, device: device.clone() })
+        Ok(Trainer {
+            table,
+            cfg,
+            model_cfg,
+            varmap,
+            model,
+            optim,
+            genes,
+            sampler,
+            val_sets,
+            state,
+            device: device.clone(),
+        })
     }
 
     pub fn model(&self) -> &StModel {
@@ -322,8 +384,28 @@ impl<'a> Trainer<'a> {
             (0..self.cfg.batch_size).map(|_| self.sampler.next_set(&mut self.state.cursor)).collect();
         let (ctrl, pert, batch, target) = self.batch_tensors(&sets)?;
         self.model.reseed_dropout(self.state.seed ^ (self.state.step.wrapping_mul(0x9E37_79B9)));
-        let pred = self.model.forward(&ctrl, &pert, batch.as_ref(), true)?;
-        let loss = self.cfg.loss.loss(&pred, &target)?;
+        let loss = match self.genes {
+            None => {
+                let pred = self.model.forward(&ctrl, &pert, batch.as_ref(), true)?;
+                self.cfg.loss.loss(&pred, &target)?
+            }
+            Some(genes) => {
+                let cells: Vec<u32> = sets.iter().flat_map(|x| x.cells.iter().copied()).collect();
+                let (b, s) = (sets.len(), self.model_cfg.cell_set_len);
+                let gene_target = Tensor::from_vec(genes.gather(&cells), (b, s, genes.n_features()), &self.device)?;
+                let l = self.model.loss(
+                    &ctrl,
+                    &pert,
+                    batch.as_ref(),
+                    &target,
+                    Some(&gene_target),
+                    &self.cfg.loss,
+                    self.cfg.decoder_weight,
+                    true,
+                )?;
+                l.total
+            }
+        };
         let loss_value = loss.to_scalar::<f32>()? as f64;
         if !loss_value.is_finite() {
             return Err(ModelError::Input(format!(
@@ -452,6 +534,28 @@ fn checkpoint(task: &mut dyn TrainTask, hooks: &mut dyn TrainHooks) -> Result<()
     let dir = hooks.checkpoint_dir(step);
     task.save(&dir)?;
     hooks.checkpoint_written(step)
+}
+
+/// The decoder's expression table when the config asks for a gene decoder: it must hold the same cells.
+fn decoder_genes<'a>(
+    table: &CellTable,
+    genes: Option<&'a CellTable>,
+    cfg: &StTrainConfig,
+) -> Result<Option<&'a CellTable>> {
+    match (cfg.decode_genes, genes) {
+        (false, _) => Ok(None),
+        (true, None) => Err(ModelError::Config(
+            "decode_genes needs the cells' expression (train on a data config with [data] embed_key)".into(),
+        )),
+        (true, Some(g)) => {
+            if g.n_cells() != table.n_cells() || g.pert != table.pert || g.cell_type != table.cell_type {
+                return Err(ModelError::Input(
+                    "the expression table does not hold the same cells as the embedding table".into(),
+                ));
+            }
+            Ok(Some(g))
+        }
+    }
 }
 
 /// Tensors for a batch of sets: ctrl `[B,S,G]`, pert one-hot `[B,S,P]`, batch ids `[B,S]` (when the model has a
