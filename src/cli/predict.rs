@@ -79,10 +79,7 @@ pub fn checkpoint_dir(run_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
 
 /// The cells of a data config in log1p expression space, even when it trains on `[data] embed_key`: the same
 /// cells in the same order (split assignment does not depend on the feature space).
-pub fn load_gene_table(
-    data_cfg: &DataConfig,
-    progress: &dyn crate::progress::Progress,
-) -> anyhow::Result<CellTable> {
+pub fn load_gene_table(data_cfg: &DataConfig, progress: &dyn crate::progress::Progress) -> anyhow::Result<CellTable> {
     let mut cfg = data_cfg.clone();
     cfg.settings.embed_key = None;
     CellTable::load(&cfg, progress).context("loading the data config's expression (for the gene decoder)")

@@ -80,7 +80,12 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.gene_embeddings {
         write_gene_embeddings(path, &data, args.embedding_dim, data.config.seed)?;
         if !args.quiet {
-            println!("wrote {}: {} genes × {} (synthetic gene embeddings)", path.display(), data.n_genes(), args.embedding_dim);
+            println!(
+                "wrote {}: {} genes × {} (synthetic gene embeddings)",
+                path.display(),
+                data.n_genes(),
+                args.embedding_dim
+            );
         }
     }
     Ok(())

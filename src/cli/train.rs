@@ -9,10 +9,10 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::data::config::DataConfig;
-use crate::data::table::CellTable;
-use crate::jobs::{Event, EventKind, JobContext};
 use crate::data::gene_embeddings::GeneEmbeddings;
+use crate::data::table::CellTable;
 use crate::jobs::Checkpoint;
+use crate::jobs::{Event, EventKind, JobContext};
 use crate::model::se_train::{SeCells, SeTrainConfig, SeTrainer};
 use crate::model::train::{run_loop, Ending, StTrainConfig, StepRecord, TrainHooks, TrainTask, Trainer};
 
@@ -310,7 +310,9 @@ fn train_se_in_context(
         None => (cfg.val_cells, cfg.seed),
     };
     let cells = match (data_cfg, &args.input) {
-        (Some(d), _) => SeCells::from_data_config(d, val_cells, &progress).context("loading the data config's cells")?,
+        (Some(d), _) => {
+            SeCells::from_data_config(d, val_cells, &progress).context("loading the data config's cells")?
+        }
         (None, Some(p)) => {
             SeCells::from_h5ad(p, val_cells, seed, &progress).with_context(|| format!("loading {}", p.display()))?
         }
@@ -319,8 +321,8 @@ fn train_se_in_context(
     progress.finish();
     let mut trainer = match &resumed {
         Some(dir) => {
-            let mut t = SeTrainer::resume(&cells, dir, device)
-                .with_context(|| format!("resuming from {}", dir.display()))?;
+            let mut t =
+                SeTrainer::resume(&cells, dir, device).with_context(|| format!("resuming from {}", dir.display()))?;
             if let Some(n) = args.max_steps {
                 t.cfg.max_steps = n;
             }

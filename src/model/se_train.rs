@@ -469,7 +469,8 @@ impl<'a> SeTrainer<'a> {
                 self.state.cursor.index = 0;
             }
             if self.order.0 != self.state.cursor.epoch {
-                self.order = (self.state.cursor.epoch, epoch_order(self.state.seed, self.state.cursor.epoch, n as usize));
+                self.order =
+                    (self.state.cursor.epoch, epoch_order(self.state.seed, self.state.cursor.epoch, n as usize));
             }
             let i = self.order.1.get(self.state.cursor.index as usize).copied().unwrap_or(0);
             out.push(i as usize);

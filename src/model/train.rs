@@ -16,8 +16,8 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::checkpoint;
 use super::loss::LossKind;
-use super::optim::{AdamW, LrSchedule, OptimConfig};
 use super::mlp::GeneDecoderConfig;
+use super::optim::{AdamW, LrSchedule, OptimConfig};
 use super::st::{init_seeded, OutputSpace, StConfig, StModel};
 use super::{ModelError, Result};
 use crate::data::config::Split;
