@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use super::train::{train_in_context, TrainStArgs};
+use super::train::{train_st_in_context, TrainStArgs};
 use crate::data::config::{DataConfig, Split};
 use crate::data::synth::{SynthConfig, SynthDataset};
 use crate::data::table::CellTable;
@@ -198,7 +198,7 @@ fn pipeline(args: &DemoArgs, p: &Paths, run_dir: &Path) -> anyhow::Result<()> {
         max_steps: args.steps,
         quiet: args.quiet,
     };
-    let result = train_in_context(&train_args, cfg, &data_cfg, &device, &mut ctx).and_then(|ending| match ending {
+    let result = train_st_in_context(&train_args, cfg, &data_cfg, &device, &mut ctx).and_then(|ending| match ending {
         Ending::Stopped => Ok(Ending::Stopped),
         Ending::Finished => evaluate(args, &data_cfg, &device, &mut ctx).map(|_| Ending::Finished),
     });

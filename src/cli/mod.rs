@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod demo;
 pub mod device;
+pub mod embed;
 pub mod eval;
 pub mod gpu_check;
 pub mod info;
@@ -35,8 +36,10 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Jobs that outlive the terminal: start, list, tail, stop, resume, rm.
     Runs(runs::RunsArgs),
-    /// Train a model (ST) on a data config, as a job with a run directory.
+    /// Train a model (ST, SE) on a data config, as a job with a run directory.
     Train(train::TrainArgs),
+    /// SE cell embeddings of an .h5ad into obsm (a run trained with `vcell train se`).
+    Embed(embed::EmbedArgs),
     /// Predict a held-out split with a trained model or a baseline (VCC-style real/pred .h5ad pair).
     Predict(predict::PredictArgs),
     /// Check that the CPU and a CUDA device compute the same ST forward pass and training step.
@@ -74,6 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(args) => info::run(args),
         Command::Runs(args) => runs::run(args),
         Command::Train(args) => train::run(args),
+        Command::Embed(args) => embed::run(args),
         Command::Predict(args) => predict::run(args),
         Command::GpuCheck(args) => gpu_check::run(args),
         Command::Eval(args) => eval::run_eval_cmd(args),

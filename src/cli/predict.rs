@@ -77,6 +77,14 @@ pub fn checkpoint_dir(run_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The cells of a data config in log1p expression space, even when it trains on `[data] embed_key`: the same
+/// cells in the same order (split assignment does not depend on the feature space).
+pub fn load_gene_table(data_cfg: &DataConfig, progress: &dyn crate::progress::Progress) -> anyhow::Result<CellTable> {
+    let mut cfg = data_cfg.clone();
+    cfg.settings.embed_key = None;
+    CellTable::load(&cfg, progress).context("loading the data config's expression (for the gene decoder)")
+}
+
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let split = parse_split(&args.split)?;
     let device = super::device::parse_device(&args.device)?;
@@ -113,10 +121,23 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
             }
             let (cfg, _varmap, model) = checkpoint::load_model(&ckpt, &device)?;
             let layout = PairLayout::new(&table, split, cfg.cell_set_len, args.seed)?;
-            let mut predictor = predict::st_predictor(&model, &device, &table, split);
-            predict::write_prediction(&args.output, &table, &layout, &mut predictor)?;
-            if let Some(real) = &args.real_output {
-                predict::write_real(real, &table, &layout)?;
+            if model.has_gene_decoder() && data_cfg.settings.embed_key.is_some() {
+                // Embedding-space model with a gene decoder: predictions and real cells in gene space.
+                let genes = load_gene_table(&data_cfg, &progress)?;
+                let mut predictor = predict::StGenePredictor { model: &model, latent: &table, device: device.clone() };
+                predict::write_prediction(&args.output, &genes, &layout, &mut predictor)?;
+                if let Some(real) = &args.real_output {
+                    predict::write_real(real, &genes, &layout)?;
+                }
+                if !args.quiet {
+                    println!("decoded to {} genes with the model's gene decoder", genes.n_features());
+                }
+            } else {
+                let mut predictor = predict::st_predictor(&model, &device, &table, split);
+                predict::write_prediction(&args.output, &table, &layout, &mut predictor)?;
+                if let Some(real) = &args.real_output {
+                    predict::write_real(real, &table, &layout)?;
+                }
             }
             layout.sets.iter().map(|s| s.cells.len()).sum::<usize>()
         }

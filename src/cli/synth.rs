@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
+use crate::data::gene_embeddings::{sidecar_gene_list, synthetic_gene_embeddings, SafetensorsLayout};
 use crate::data::h5ad::H5adWriter;
 use crate::data::synth::{SynthConfig, SynthDataset};
 use crate::progress::Progress;
@@ -35,6 +36,13 @@ pub struct SynthArgs {
     /// Expected UMIs per cell.
     #[arg(long)]
     pub mean_umis: Option<f64>,
+    /// Also write synthetic gene embeddings of the dataset's genes (.safetensors, or .npy + a `<stem>.txt` gene
+    /// list), for `vcell train se` without downloads.
+    #[arg(long)]
+    pub gene_embeddings: Option<PathBuf>,
+    /// Width of the synthetic gene embeddings.
+    #[arg(long, default_value_t = 32)]
+    pub embedding_dim: usize,
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -69,7 +77,34 @@ pub fn run(args: SynthArgs) -> anyhow::Result<()> {
             start.elapsed().as_secs_f64()
         );
     }
+    if let Some(path) = &args.gene_embeddings {
+        write_gene_embeddings(path, &data, args.embedding_dim, data.config.seed)?;
+        if !args.quiet {
+            println!(
+                "wrote {}: {} genes × {} (synthetic gene embeddings)",
+                path.display(),
+                data.n_genes(),
+                args.embedding_dim
+            );
+        }
+    }
     Ok(())
+}
+
+/// Synthetic gene embeddings of `data`'s genes (see [`synthetic_gene_embeddings`]), by extension: `.npy` (with
+/// the sidecar gene list) or `.safetensors` (matrix layout).
+pub fn write_gene_embeddings(path: &Path, data: &SynthDataset, dim: usize, seed: u64) -> anyhow::Result<()> {
+    if dim == 0 {
+        anyhow::bail!("--embedding-dim must be at least 1");
+    }
+    let genes = synthetic_gene_embeddings(data, dim, seed)?;
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    match ext.as_str() {
+        "npy" => genes.write_npy(path, &sidecar_gene_list(path)),
+        "safetensors" => genes.write_safetensors(path, SafetensorsLayout::Matrix),
+        other => anyhow::bail!("--gene-embeddings: unknown extension {other:?} (use .safetensors or .npy)"),
+    }
+    .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Generate and stream a synthetic dataset to `path` in chunks (bounded memory at any scale).

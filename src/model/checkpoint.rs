@@ -36,13 +36,21 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 /// so an interrupted save never leaves a half-written file under the final name.
 pub fn save(dir: &Path, cfg: &StConfig, varmap: &VarMap, optim: Option<&AdamW>) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
+    write_json(&tmp, cfg)?;
+    let dst = dir.join(CONFIG_FILE);
+    std::fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+    save_weights(dir, varmap, optim)
+}
+
+/// Writes `model.safetensors` and, with an optimiser, `optimizer.json` + `optimizer.safetensors` into `dir`
+/// (created if needed), each under a temporary name renamed into place. Any model's checkpoint (ST, SE) uses it.
+pub fn save_weights(dir: &Path, varmap: &VarMap, optim: Option<&AdamW>) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let finish = |tmp: PathBuf, name: &str| -> Result<()> {
         let dst = dir.join(name);
         std::fs::rename(&tmp, &dst).map_err(io_err(&dst))
     };
-    let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
-    write_json(&tmp, cfg)?;
-    finish(tmp, CONFIG_FILE)?;
     let tmp = dir.join(format!("{MODEL_FILE}.tmp"));
     varmap.save(&tmp)?;
     finish(tmp, MODEL_FILE)?;

@@ -29,6 +29,9 @@ pub enum ModelError {
     /// A checkpoint whose content does not match what is being restored.
     #[error("checkpoint mismatch: {0}")]
     Checkpoint(String),
+    /// An error of the SE model (its config, gene table, sentences or embedding output).
+    #[error(transparent)]
+    Se(#[from] super::se::SeError),
 }
 
 /// Result alias of the model layer.

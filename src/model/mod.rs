@@ -8,7 +8,8 @@
 //! - [`optim`]: AdamW with LR schedule, global grad-norm clipping and exact save/restore;
 //! - [`baselines`]: control-mean and perturbation-mean predictions from group means;
 //! - [`se`]: the State Embedding model (cell embeddings from gene embeddings, masked-gene objective);
-//! - [`train`]: the ST training loop; [`predict`]: held-out predictions with ST and the baselines;
+//! - [`train`]: the training loop shared by ST and SE ([`train::run_loop`]) and ST's trainer; [`se_train`]: SE's
+//!   trainer; [`predict`]: held-out predictions with ST and the baselines;
 //! - [`checkpoint`]: run directories (config + weights + optimiser state), loading converted Arc state_dicts.
 //!
 //! Only differentiable candle ops are used in training paths: candle-nn 0.11.1's fused `rms_norm`, `layer_norm`,
@@ -23,6 +24,7 @@ pub mod mlp;
 pub mod optim;
 pub mod predict;
 pub mod se;
+pub mod se_train;
 pub mod st;
 pub mod train;
 

@@ -87,6 +87,25 @@ impl Predictor for StPredictor<'_> {
     }
 }
 
+/// An embedding-space ST model with a gene decoder as a gene-space predictor: sets are built from the embedding
+/// table `latent`, predictions decoded to genes (the `table` passed to [`Predictor::predict`] is the expression
+/// table of the same cells).
+pub struct StGenePredictor<'m> {
+    pub model: &'m StModel,
+    pub latent: &'m CellTable,
+    pub device: Device,
+}
+
+impl Predictor for StGenePredictor<'_> {
+    fn predict(&mut self, _genes: &CellTable, set: &CellSet) -> Result<Vec<f32>> {
+        let (ctrl, pert, batch, _) =
+            batch_tensors(self.latent, self.model.config(), std::slice::from_ref(set), &self.device)?;
+        let pred = self.model.forward(&ctrl, &pert, batch.as_ref(), false)?;
+        let genes = self.model.decode_genes(&pred, false)?;
+        Ok(genes.flatten_all()?.to_device(&Device::Cpu)?.to_vec1::<f32>()?)
+    }
+}
+
 /// Mean features per key over the rows of `rows`, accumulated in f64.
 fn means<K: Ord + Clone>(table: &CellTable, rows: impl Iterator<Item = (K, u32)>) -> BTreeMap<K, (Vec<f64>, usize)> {
     let g = table.n_features();

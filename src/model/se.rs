@@ -30,7 +30,9 @@ mod embed;
 pub use embed::{embed_h5ad, embed_h5ad_with, EmbedOptions, EmbedReport};
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, Linear, ModuleT, VarBuilder};
+
+use super::mlp::{DropoutRng, SeededDropout};
 
 use crate::data::anndata::CsrMatrix;
 use crate::data::cell_sentence::{SentenceBatch, SentenceBuilder, SentenceConfig, SentenceError, SentenceMode};
@@ -286,9 +288,10 @@ impl LayerNorm {
     }
 }
 
-fn dropout(x: &Tensor, p: f64, train: bool) -> candle_core::Result<Tensor> {
+/// Inverted dropout drawing its masks from the model's seeded RNG (so training can resume exactly).
+fn dropout(x: &Tensor, p: f64, train: bool, rng: &DropoutRng) -> candle_core::Result<Tensor> {
     if train && p > 0.0 {
-        candle_nn::ops::dropout(x, p as f32)
+        SeededDropout::new(p as f32, rng).forward_t(x, true)
     } else {
         Ok(x.clone())
     }
@@ -334,10 +337,11 @@ struct EncoderLayer {
     linear2: Linear,
     n_heads: usize,
     dropout: f64,
+    rng: DropoutRng,
 }
 
 impl EncoderLayer {
-    fn new(cfg: &SeConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &SeConfig, vb: VarBuilder, rng: &DropoutRng) -> Result<Self> {
         let d = cfg.d_model;
         Ok(EncoderLayer {
             qkv_proj: candle_nn::linear(d, 3 * d, vb.pp("qkv_proj"))?,
@@ -348,6 +352,7 @@ impl EncoderLayer {
             linear2: candle_nn::linear(cfg.d_hid, d, vb.pp("linear2"))?,
             n_heads: cfg.n_heads,
             dropout: cfg.dropout,
+            rng: rng.clone(),
         })
     }
 
@@ -361,13 +366,13 @@ impl EncoderLayer {
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?.broadcast_add(bias)?;
         let attn = candle_nn::ops::softmax(&scores, D::Minus1)?;
         // Arc's SDPA applies dropout_p to the attention weights.
-        let attn = dropout(&attn, self.dropout, train)?;
+        let attn = dropout(&attn, self.dropout, train, &self.rng)?;
         let y = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, l, d))?;
         let y = self.out_proj.forward(&y)?;
-        let x = self.norm1.forward(&(x + dropout(&y, self.dropout, train)?)?)?;
+        let x = self.norm1.forward(&(x + dropout(&y, self.dropout, train, &self.rng)?)?)?;
         let f = self.linear1.forward(&x)?.gelu_erf()?;
-        let f = self.linear2.forward(&dropout(&f, self.dropout, train)?)?;
-        self.norm2.forward(&(x + dropout(&f, self.dropout, train)?)?)
+        let f = self.linear2.forward(&dropout(&f, self.dropout, train, &self.rng)?)?;
+        self.norm2.forward(&(x + dropout(&f, self.dropout, train, &self.rng)?)?)
     }
 }
 
@@ -412,6 +417,8 @@ pub struct SeModel {
     binary_decoder: (SkipBlock, SkipBlock, Linear),
     dataset_embedder: Option<Linear>,
     dataset_encoder: Option<(Linear, LayerNorm, Linear)>,
+    /// Shared by every dropout of the model; reseed it per training step ([`SeModel::reseed_dropout`]).
+    dropout_rng: DropoutRng,
     device: Device,
 }
 
@@ -438,8 +445,9 @@ impl SeModel {
         let cls_token = vb.get_with_hints((1, td), "cls_token", randn)?;
         let dataset_token =
             if cfg.dataset_correction { Some(vb.get_with_hints((1, td), "dataset_token", randn)?) } else { None };
+        let dropout_rng = DropoutRng::new(0);
         let layers = (0..cfg.n_layers)
-            .map(|i| EncoderLayer::new(cfg, vb.pp(format!("transformer_encoder.layers.{i}"))))
+            .map(|i| EncoderLayer::new(cfg, vb.pp(format!("transformer_encoder.layers.{i}")), &dropout_rng))
             .collect::<Result<Vec<_>>>()?;
         let zi = cfg.decoder_in();
         let bd = vb.pp("binary_decoder");
@@ -477,6 +485,7 @@ impl SeModel {
             ),
             dataset_embedder,
             dataset_encoder,
+            dropout_rng,
             device,
             cfg: cfg.clone(),
         })
@@ -484,6 +493,12 @@ impl SeModel {
 
     pub fn config(&self) -> &SeConfig {
         &self.cfg
+    }
+
+    /// Reseeds every dropout mask of the model: masks then depend only on the seeds given (call it before each
+    /// training step with e.g. `hash(seed, step)` for an exactly resumable run).
+    pub fn reseed_dropout(&self, seed: u64) {
+        self.dropout_rng.reseed(seed);
     }
 
     pub fn device(&self) -> &Device {
@@ -606,7 +621,7 @@ impl SeModel {
         let dataset = match (&fwd.dataset, &self.dataset_encoder) {
             (Some(ds), Some((l1, norm, l2))) if train => {
                 let h = norm.forward(&l1.forward(ds)?.silu()?)?;
-                let logits = l2.forward(&dropout(&h, 0.1, train)?)?;
+                let logits = l2.forward(&dropout(&h, 0.1, train, &self.dropout_rng)?)?;
                 Some(candle_nn::loss::cross_entropy(&logits, &batch.dataset_ids)?)
             }
             _ => None,

@@ -16,6 +16,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::checkpoint;
 use super::loss::LossKind;
+use super::mlp::GeneDecoderConfig;
 use super::optim::{AdamW, LrSchedule, OptimConfig};
 use super::st::{init_seeded, OutputSpace, StConfig, StModel};
 use super::{ModelError, Result};
@@ -74,6 +75,13 @@ pub struct StTrainConfig {
     pub val_sets: usize,
     pub checkpoint_every: u64,
     pub seed: u64,
+    /// With `[data] embed_key` (training in an embedding space): also train Arc's gene decoder from the predicted
+    /// embeddings to the cells' log1p expression, so that `vcell predict` can write gene-space predictions.
+    pub decode_genes: bool,
+    /// Hidden widths of the gene decoder (Arc: [1024, 1024, 512]).
+    pub decoder_hidden: Vec<usize>,
+    /// Weight of the decoder's loss in the training loss (Arc: 1.0).
+    pub decoder_weight: f64,
 }
 
 impl Default for StTrainConfig {
@@ -103,6 +111,9 @@ impl Default for StTrainConfig {
             val_sets: 16,
             checkpoint_every: 100,
             seed: 42,
+            decode_genes: false,
+            decoder_hidden: vec![256, 256],
+            decoder_weight: 1.0,
         }
     }
 }
@@ -134,33 +145,15 @@ impl StTrainConfig {
     }
 
     fn optim_config(&self) -> Result<OptimConfig> {
-        let schedule = match self.schedule.as_str() {
-            "constant" => LrSchedule::Constant,
-            "cosine" => LrSchedule::WarmupCosine {
-                warmup_steps: self.warmup_steps,
-                total_steps: self.max_steps,
-                min_lr_ratio: self.min_lr_ratio,
-            },
-            "linear" => LrSchedule::WarmupLinear {
-                warmup_steps: self.warmup_steps,
-                total_steps: self.max_steps,
-                min_lr_ratio: self.min_lr_ratio,
-            },
-            other => {
-                return Err(ModelError::Config(format!(
-                    "schedule {other:?} is not one of \"cosine\", \"linear\", \"constant\""
-                )))
-            }
-        };
-        Ok(OptimConfig {
-            lr: self.lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: self.weight_decay,
-            max_grad_norm: self.max_grad_norm,
-            schedule,
-        })
+        optim_config(
+            self.lr,
+            self.weight_decay,
+            &self.schedule,
+            self.warmup_steps,
+            self.max_steps,
+            self.min_lr_ratio,
+            self.max_grad_norm,
+        )
     }
 
     fn validate(&self) -> Result<()> {
@@ -229,6 +222,8 @@ pub struct Trainer<'a> {
     varmap: VarMap,
     model: StModel,
     optim: AdamW,
+    /// The same cells in log1p expression space: the gene decoder's targets (embedding-space training only).
+    genes: Option<&'a CellTable>,
     sampler: SetSampler,
     val_sets: Vec<CellSet>,
     pub state: TrainerState,
@@ -238,8 +233,27 @@ pub struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     /// A fresh model on `table`'s training split.
     pub fn new(table: &'a CellTable, cfg: StTrainConfig, device: &Device) -> Result<Self> {
+        Self::new_with_genes(table, None, cfg, device)
+    }
+
+    /// A fresh model; with `cfg.decode_genes`, `genes` (the same cells in expression space, e.g. loaded from the
+    /// data config without `embed_key`) are the targets of a gene decoder trained alongside.
+    pub fn new_with_genes(
+        table: &'a CellTable,
+        genes: Option<&'a CellTable>,
+        cfg: StTrainConfig,
+        device: &Device,
+    ) -> Result<Self> {
         cfg.validate()?;
-        let model_cfg = cfg.model_config(table.n_features(), table.pert_names.len(), table.batch_names.len());
+        let mut model_cfg = cfg.model_config(table.n_features(), table.pert_names.len(), table.batch_names.len());
+        let genes = decoder_genes(table, genes, &cfg)?;
+        if let Some(g) = genes {
+            model_cfg.gene_decoder = Some(GeneDecoderConfig {
+                gene_dim: g.n_features(),
+                hidden_dims: cfg.decoder_hidden.clone(),
+                dropout: model_cfg.dropout,
+            });
+        }
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let model = StModel::load(vb, &model_cfg)?;
@@ -255,11 +269,21 @@ impl<'a> Trainer<'a> {
             control: table.pert_names.get(table.control as usize).cloned().unwrap_or_default(),
             last_val_loss: None,
         };
-        Self::assemble(table, cfg, model_cfg, varmap, model, optim, state, device)
+        Self::assemble(table, genes, cfg, model_cfg, varmap, model, optim, state, device)
     }
 
     /// Continue from a checkpoint directory written by [`Trainer::save`].
     pub fn resume(table: &'a CellTable, dir: &Path, device: &Device) -> Result<Self> {
+        Self::resume_with_genes(table, None, dir, device)
+    }
+
+    /// [`Trainer::resume`] of a run trained with a gene decoder (`genes` as in [`Trainer::new_with_genes`]).
+    pub fn resume_with_genes(
+        table: &'a CellTable,
+        genes: Option<&'a CellTable>,
+        dir: &Path,
+        device: &Device,
+    ) -> Result<Self> {
         let cfg: StTrainConfig = read_json(&dir.join(TRAIN_CONFIG_FILE))?;
         let state: TrainerState = read_json(&dir.join(TRAINER_STATE_FILE))?;
         if state.pert_names != table.pert_names || state.feature_names != table.feature_names {
@@ -268,15 +292,23 @@ impl<'a> Trainer<'a> {
                 dir.display()
             )));
         }
+        let genes = decoder_genes(table, genes, &cfg)?;
         let (model_cfg, varmap, model) = checkpoint::load_model(dir, device)?;
+        if model_cfg.gene_decoder.as_ref().map(|g| g.gene_dim) != genes.map(|g| g.n_features()) {
+            return Err(ModelError::Checkpoint(format!(
+                "{}: the model's gene decoder does not match the expression data given",
+                dir.display()
+            )));
+        }
         let optim = checkpoint::load_optimizer(dir, &varmap)?
             .ok_or_else(|| ModelError::Checkpoint(format!("{} has no optimizer state", dir.display())))?;
-        Self::assemble(table, cfg, model_cfg, varmap, model, optim, state, device)
+        Self::assemble(table, genes, cfg, model_cfg, varmap, model, optim, state, device)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn assemble(
         table: &'a CellTable,
+        genes: Option<&'a CellTable>,
         cfg: StTrainConfig,
         model_cfg: StConfig,
         varmap: VarMap,
@@ -300,7 +332,19 @@ impl<'a> Trainer<'a> {
             }
             None => Vec::new(),
         };
-        Ok(Trainer { table, cfg, model_cfg, varmap, model, optim, sampler, val_sets, state, device: device.clone() })
+        Ok(Trainer {
+            table,
+            cfg,
+            model_cfg,
+            varmap,
+            model,
+            optim,
+            genes,
+            sampler,
+            val_sets,
+            state,
+            device: device.clone(),
+        })
     }
 
     pub fn model(&self) -> &StModel {
@@ -340,8 +384,28 @@ impl<'a> Trainer<'a> {
             (0..self.cfg.batch_size).map(|_| self.sampler.next_set(&mut self.state.cursor)).collect();
         let (ctrl, pert, batch, target) = self.batch_tensors(&sets)?;
         self.model.reseed_dropout(self.state.seed ^ (self.state.step.wrapping_mul(0x9E37_79B9)));
-        let pred = self.model.forward(&ctrl, &pert, batch.as_ref(), true)?;
-        let loss = self.cfg.loss.loss(&pred, &target)?;
+        let loss = match self.genes {
+            None => {
+                let pred = self.model.forward(&ctrl, &pert, batch.as_ref(), true)?;
+                self.cfg.loss.loss(&pred, &target)?
+            }
+            Some(genes) => {
+                let cells: Vec<u32> = sets.iter().flat_map(|x| x.cells.iter().copied()).collect();
+                let (b, s) = (sets.len(), self.model_cfg.cell_set_len);
+                let gene_target = Tensor::from_vec(genes.gather(&cells), (b, s, genes.n_features()), &self.device)?;
+                let l = self.model.loss(
+                    &ctrl,
+                    &pert,
+                    batch.as_ref(),
+                    &target,
+                    Some(&gene_target),
+                    &self.cfg.loss,
+                    self.cfg.decoder_weight,
+                    true,
+                )?;
+                l.total
+            }
+        };
         let loss_value = loss.to_scalar::<f32>()? as f64;
         if !loss_value.is_finite() {
             return Err(ModelError::Input(format!(
@@ -376,38 +440,121 @@ impl<'a> Trainer<'a> {
         write_json_atomic(&dir.join(TRAINER_STATE_FILE), &self.state)
     }
 
-    /// Train until `max_steps` or a stop request, validating and checkpointing on schedule.
+    /// Train until `max_steps` or a stop request, validating and checkpointing on schedule (see [`run_loop`]).
     pub fn run(&mut self, hooks: &mut dyn TrainHooks) -> Result<Ending> {
-        while self.state.step < self.cfg.max_steps {
-            if hooks.stop_requested() {
-                self.checkpoint(hooks)?;
-                return Ok(Ending::Stopped);
-            }
-            let record = self.step()?;
-            hooks.on_step(&record)?;
-            let step = self.state.step;
-            if self.cfg.val_every > 0 && (step.is_multiple_of(self.cfg.val_every) || step == self.cfg.max_steps) {
-                if let Some(v) = self.validation_loss()? {
-                    self.state.last_val_loss = Some(v);
-                    hooks.on_validation(step, v)?;
-                }
-            }
-            if self.cfg.checkpoint_every > 0
-                && step.is_multiple_of(self.cfg.checkpoint_every)
-                && step < self.cfg.max_steps
-            {
-                self.checkpoint(hooks)?;
-            }
-        }
-        self.checkpoint(hooks)?;
-        Ok(Ending::Finished)
+        run_loop(self, hooks)
+    }
+}
+
+impl TrainTask for Trainer<'_> {
+    fn step(&mut self) -> Result<StepRecord> {
+        Trainer::step(self)
     }
 
-    fn checkpoint(&mut self, hooks: &mut dyn TrainHooks) -> Result<()> {
-        let step = self.state.step;
-        let dir = hooks.checkpoint_dir(step);
-        self.save(&dir)?;
-        hooks.checkpoint_written(step)
+    fn validation_loss(&self) -> Result<Option<f64>> {
+        Trainer::validation_loss(self)
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        Trainer::save(self, dir)
+    }
+
+    fn current_step(&self) -> u64 {
+        self.state.step
+    }
+
+    fn schedule(&self) -> LoopSchedule {
+        LoopSchedule {
+            max_steps: self.cfg.max_steps,
+            val_every: self.cfg.val_every,
+            checkpoint_every: self.cfg.checkpoint_every,
+        }
+    }
+
+    fn set_last_val_loss(&mut self, val_loss: f64) {
+        self.state.last_val_loss = Some(val_loss);
+    }
+}
+
+/// When a [`TrainTask`] stops, validates and checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopSchedule {
+    pub max_steps: u64,
+    /// Validate every N steps and after the last one (0 = never).
+    pub val_every: u64,
+    /// Checkpoint every N steps (0 = only at the end or on a stop).
+    pub checkpoint_every: u64,
+}
+
+/// A model with its optimiser, data and position in training: what [`run_loop`] drives (ST's [`Trainer`], SE's
+/// `se_train::SeTrainer`).
+pub trait TrainTask {
+    /// One optimisation step; errors on a non-finite loss or gradient (the NaN guard) without changing state.
+    fn step(&mut self) -> Result<StepRecord>;
+    /// Held-out loss without dropout; None when there is nothing held out.
+    fn validation_loss(&self) -> Result<Option<f64>>;
+    /// Write a complete checkpoint (weights, optimiser, trainer state) into `dir`.
+    fn save(&self, dir: &Path) -> Result<()>;
+    /// Completed steps.
+    fn current_step(&self) -> u64;
+    fn schedule(&self) -> LoopSchedule;
+    /// Remember the last validation loss (saved with the trainer state).
+    fn set_last_val_loss(&mut self, val_loss: f64);
+}
+
+/// The training loop shared by every model: stop checks before each step, hooks after it, validation and
+/// checkpoints on the task's schedule, a final checkpoint; a failing step (e.g. the NaN guard) ends the loop with
+/// the error and writes nothing (the last checkpoint is kept).
+pub fn run_loop(task: &mut dyn TrainTask, hooks: &mut dyn TrainHooks) -> Result<Ending> {
+    let sched = task.schedule();
+    while task.current_step() < sched.max_steps {
+        if hooks.stop_requested() {
+            checkpoint(task, hooks)?;
+            return Ok(Ending::Stopped);
+        }
+        let record = task.step()?;
+        hooks.on_step(&record)?;
+        let step = task.current_step();
+        if sched.val_every > 0 && (step.is_multiple_of(sched.val_every) || step == sched.max_steps) {
+            if let Some(v) = task.validation_loss()? {
+                task.set_last_val_loss(v);
+                hooks.on_validation(step, v)?;
+            }
+        }
+        if sched.checkpoint_every > 0 && step.is_multiple_of(sched.checkpoint_every) && step < sched.max_steps {
+            checkpoint(task, hooks)?;
+        }
+    }
+    checkpoint(task, hooks)?;
+    Ok(Ending::Finished)
+}
+
+fn checkpoint(task: &mut dyn TrainTask, hooks: &mut dyn TrainHooks) -> Result<()> {
+    let step = task.current_step();
+    let dir = hooks.checkpoint_dir(step);
+    task.save(&dir)?;
+    hooks.checkpoint_written(step)
+}
+
+/// The decoder's expression table when the config asks for a gene decoder: it must hold the same cells.
+fn decoder_genes<'a>(
+    table: &CellTable,
+    genes: Option<&'a CellTable>,
+    cfg: &StTrainConfig,
+) -> Result<Option<&'a CellTable>> {
+    match (cfg.decode_genes, genes) {
+        (false, _) => Ok(None),
+        (true, None) => Err(ModelError::Config(
+            "decode_genes needs the cells' expression (train on a data config with [data] embed_key)".into(),
+        )),
+        (true, Some(g)) => {
+            if g.n_cells() != table.n_cells() || g.pert != table.pert || g.cell_type != table.cell_type {
+                return Err(ModelError::Input(
+                    "the expression table does not hold the same cells as the embedding table".into(),
+                ));
+            }
+            Ok(Some(g))
+        }
     }
 }
 
@@ -451,12 +598,35 @@ pub fn batch_tensors(
     Ok((ctrl, pert, batch, target))
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+/// AdamW settings from a training config's fields (`schedule`: `cosine`, `linear` or `constant`).
+pub(crate) fn optim_config(
+    lr: f64,
+    weight_decay: f64,
+    schedule: &str,
+    warmup_steps: u64,
+    max_steps: u64,
+    min_lr_ratio: f64,
+    max_grad_norm: Option<f64>,
+) -> Result<OptimConfig> {
+    let schedule = match schedule {
+        "constant" => LrSchedule::Constant,
+        "cosine" => LrSchedule::WarmupCosine { warmup_steps, total_steps: max_steps, min_lr_ratio },
+        "linear" => LrSchedule::WarmupLinear { warmup_steps, total_steps: max_steps, min_lr_ratio },
+        other => {
+            return Err(ModelError::Config(format!(
+                "schedule {other:?} is not one of \"cosine\", \"linear\", \"constant\""
+            )))
+        }
+    };
+    Ok(OptimConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay, max_grad_norm, schedule })
+}
+
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
     serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.into(), source })
 }
 
-fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|source| ModelError::Json { path: path.into(), source })?;
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, text).map_err(|source| ModelError::Io { path: tmp.clone(), source })?;
