@@ -34,6 +34,7 @@ V="$WORK/vcell"
 # CUDA user-space libraries: the driver's libcuda plus cublas/curand/cudart from the image's Python wheels.
 CULIBS=$(dirname "$(find / -name 'libcublas.so.13*' -not -path '*/proc/*' 2>/dev/null | head -1)")
 export LD_LIBRARY_PATH="$PKG/lib:$CULIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if ldd "$V" | grep "not found"; then echo "missing shared libraries (above)" >&2; exit 1; fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 "$V" --version
 
