@@ -89,11 +89,46 @@ echo "== ST state_sm training on CPU ($(nproc) cores), 8 steps"
 read -r CPU_CPS CPU_STEP N2 <<<"$(throughput runs/cpu/events.jsonl)"
 IDLE=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
 
+# The rest is best effort: a failure leaves blanks in the table instead of losing the numbers above.
+set +eu
+echo "== SE training on CUDA (tiny preset and Arc's preset) and embed throughput"
+"$V" synth -o se_data.h5ad --n-genes 2000 --gene-embeddings genes.safetensors --quiet
+printf 'preset = "tiny"\nbatch_size = 32\nmax_steps = 40\nval_every = 0\ncheckpoint_every = 0\n' > se_tiny.toml
+printf 'preset = "state"\nbatch_size = 16\nmax_steps = 20\nval_every = 0\ncheckpoint_every = 0\n' > se_state.toml
+"$V" train se --input se_data.h5ad --gene-embeddings genes.safetensors --config se_tiny.toml --run-dir runs/se_tiny --device cuda --quiet
+read -r SE_T_CPS SE_T_STEP N3 <<<"$(throughput runs/se_tiny/events.jsonl)"
+MEM_SE=$(peak_mem "$OUT/mem_se.txt" "$V" train se --input se_data.h5ad --gene-embeddings genes.safetensors --config se_state.toml --run-dir runs/se_state --device cuda --quiet)
+read -r SE_S_CPS SE_S_STEP N4 <<<"$(throughput runs/se_state/events.jsonl)"
+N_CELLS=$(python3 -c "import h5py; print(h5py.File('se_data.h5ad')['obs/_index'].shape[0])" 2>/dev/null || echo 0)
+T0=$(date +%s.%N); "$V" embed --run-dir runs/se_tiny --input se_data.h5ad -o emb_tiny.h5ad --device cuda --quiet; T1=$(date +%s.%N)
+T2=$(date +%s.%N); "$V" embed --run-dir runs/se_state --input se_data.h5ad -o emb_state.h5ad --device cuda --quiet; T3=$(date +%s.%N)
+EMB_T=$(python3 -c "print(f'{$N_CELLS/($T1-$T0):.0f}')"); EMB_S=$(python3 -c "print(f'{$N_CELLS/($T3-$T2):.0f}')")
+
+echo "== vcell demo on CUDA, 4000 steps"
+"$V" demo --workspace demo --headless --device cuda --steps 4000 --quiet || true
+python3 - demo > "$OUT/demo_scores.md" <<'PY' || true
+import csv, glob, os, sys
+out = glob.glob(os.path.join(sys.argv[1], 'runs', '*', 'outputs'))[0]
+print('| model | DES (overlap_at_N) | PDS (discrimination_score_l1) | MAE | VCC score vs cell-mean |')
+print('|---|---|---|---|---|')
+for m in ['st', 'perturbation_mean', 'cell_mean', 'control_mean']:
+    agg = {r['statistic']: r for r in csv.DictReader(open(f'{out}/eval-{m}/agg_results.csv'))}['mean']
+    score = {r['metric']: r['from_baseline'] for r in csv.DictReader(open(f'{out}/eval-{m}/score.csv'))}
+    print(f"| {m} | {float(agg['overlap_at_N']):.4f} | {float(agg['discrimination_score_l1']):.4f} | {float(agg['mae']):.4f} | {float(score['avg_score']):.4f} |")
+PY
+
 {
   echo "| model (config) | device | cells/s | step time | peak GPU memory |"
   echo "|---|---|---|---|---|"
   echo "| ST state_sm (2,000 genes, 16 × 128 cells/step) | $(head -1 "$OUT/gpu.txt" | cut -d, -f1) | $CUDA_CPS | ${CUDA_STEP} s | $((MEM - IDLE)) MiB (above idle) |"
   echo "| ST state_sm (same) | CPU, $(nproc) cores | $CPU_CPS | ${CPU_STEP} s | – |"
+  echo "| SE tiny (2,000 genes, 32 cells/step) | GPU | $SE_T_CPS | ${SE_T_STEP} s | – |"
+  echo "| SE Arc preset (2,000 genes, 16 cells/step) | GPU | $SE_S_CPS | ${SE_S_STEP} s | $((MEM_SE - IDLE)) MiB (above idle) |"
+  echo "| \`vcell embed\` tiny / Arc preset, $N_CELLS cells | GPU | $EMB_T / $EMB_S cells/s (end to end, incl. h5ad I/O) | – | – |"
+  echo
+  echo "\`vcell demo --device cuda --steps 4000\` (held-out cell type of the synthetic data):"
+  echo
+  cat "$OUT/demo_scores.md"
   echo
   echo "CPU vs CUDA agreement (vcell gpu-check):"
   echo '```'
