@@ -57,7 +57,7 @@ for P in $PROFILES; do
   echo "[bench] vcell eval --profile $P"
   /usr/bin/time -v -o "$WORK/time_vcell_$P.txt" "$VCELL" eval --real "$DATA/real.h5ad" --pred "$DATA/pred.h5ad" \
     -o "$VC" --profile "$P" --threads "$THREADS" --quiet > "$WORK/vcell_$P.log" 2>&1
-  "$VENV/bin/python" "$ROOT/benches/compare_outputs.py" "$CE" "$VC"
+  "$VENV/bin/python" "$ROOT/benches/compare_outputs.py" "$CE" "$VC" || echo "[bench] outputs differ beyond the tolerances above"
   row "eval --profile $P" "$WORK/time_celleval_$P.txt" "$WORK/time_vcell_$P.txt" >> "$WORK/table.md"
 done
 

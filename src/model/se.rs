@@ -571,7 +571,7 @@ impl SeModel {
         }
         let seq = x.dim(1)?;
         let decode = |pos: usize| -> candle_core::Result<Tensor> {
-            let h = x.narrow(1, pos, 1)?.squeeze(1)?;
+            let h = x.narrow(1, pos, 1)?.squeeze(1)?.contiguous()?; // CUDA matmul needs contiguous operands
             self.decoder_out.forward(&self.decoder_skip.forward(&h)?)
         };
         let cell = l2_normalize(&decode(0)?)?;
