@@ -94,7 +94,7 @@ set +eu
 echo "== SE training on CUDA (tiny preset and Arc's preset) and embed throughput"
 "$V" synth -o se_data.h5ad --n-genes 2000 --gene-embeddings genes.safetensors --quiet
 printf 'preset = "tiny"\nbatch_size = 32\nmax_steps = 40\nval_every = 0\ncheckpoint_every = 0\n' > se_tiny.toml
-printf 'preset = "state"\nbatch_size = 16\nmax_steps = 20\nval_every = 0\ncheckpoint_every = 0\n' > se_state.toml
+printf 'preset = "state"\nbatch_size = 4\nmax_steps = 20\nval_every = 0\ncheckpoint_every = 0\n' > se_state.toml
 "$V" train se --input se_data.h5ad --gene-embeddings genes.safetensors --config se_tiny.toml --run-dir runs/se_tiny --device cuda --quiet
 read -r SE_T_CPS SE_T_STEP N3 <<<"$(throughput runs/se_tiny/events.jsonl)"
 MEM_SE=$(peak_mem "$OUT/mem_se.txt" "$V" train se --input se_data.h5ad --gene-embeddings genes.safetensors --config se_state.toml --run-dir runs/se_state --device cuda --quiet)
@@ -123,7 +123,7 @@ PY
   echo "| ST state_sm (2,000 genes, 16 × 128 cells/step) | $(head -1 "$OUT/gpu.txt" | cut -d, -f1) | $CUDA_CPS | ${CUDA_STEP} s | $((MEM - IDLE)) MiB (above idle) |"
   echo "| ST state_sm (same) | CPU, $(nproc) cores | $CPU_CPS | ${CPU_STEP} s | – |"
   echo "| SE tiny (2,000 genes, 32 cells/step) | GPU | $SE_T_CPS | ${SE_T_STEP} s | – |"
-  echo "| SE Arc preset (2,000 genes, 16 cells/step) | GPU | $SE_S_CPS | ${SE_S_STEP} s | $((MEM_SE - IDLE)) MiB (above idle) |"
+  echo "| SE Arc preset (2,000 genes, 4 cells/step) | GPU | $SE_S_CPS | ${SE_S_STEP} s | $((MEM_SE - IDLE)) MiB (above idle) |"
   echo "| \`vcell embed\` tiny / Arc preset, $N_CELLS cells | GPU | $EMB_T / $EMB_S cells/s (end to end, incl. h5ad I/O) | – | – |"
   echo
   echo "\`vcell demo --device cuda --steps 4000\` (held-out cell type of the synthetic data):"

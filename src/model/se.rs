@@ -530,7 +530,14 @@ impl SeModel {
 
     /// `encoder` = Linear → LayerNorm → SiLU (Arc's `encoder`, reused as `gene_embedding_layer`).
     fn encode_tokens(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.encoder_norm.forward(&self.encoder_linear.forward(x)?)?.silu()
+        // Flattened to 2-D for the same CUDA matmul reason as in `predict_task`.
+        let dims = x.dims().to_vec();
+        let (last, rows) = (dims[dims.len() - 1], x.elem_count() / dims[dims.len() - 1].max(1));
+        let y = self.encoder_norm.forward(&self.encoder_linear.forward(&x.reshape((rows, last))?)?)?.silu()?;
+        let mut out_dims = dims;
+        let n = out_dims.len();
+        out_dims[n - 1] = y.dim(1)?;
+        y.reshape(out_dims)
     }
 
     /// The soft-binned count embedding: `[B, L]` → `[B, L, d]`.
@@ -608,7 +615,10 @@ impl SeModel {
         }
         let z = Tensor::cat(&parts, 2)?;
         let (s1, s2, lin) = &self.binary_decoder;
-        Ok(lin.forward(&s2.forward(&s1.forward(&z)?)?)?.squeeze(2)?)
+        // Linear layers on [B·T, D] rather than [B, T, D]: the 3-D backward hands CUDA's matmul strided operands
+        // it rejects ("matmul is only supported for contiguous tensors").
+        let z = z.reshape((b * t, z.dim(2)?))?;
+        Ok(lin.forward(&s2.forward(&s1.forward(&z)?)?)?.reshape((b, t))?)
     }
 
     /// Loss and its parts. `train` enables dropout and adds the dataset cross-entropy (as Arc, which only logs it
