@@ -110,7 +110,19 @@ fn kill_9_then_resume_continues_exactly() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // Let it pass at least two checkpoints, then kill it hard.
-    ws.wait_for("a checkpoint at step >= 20", || ws.status("st").and_then(|s| s.last_checkpoint).unwrap_or(0) >= 20);
+    ws.wait_for("a checkpoint at step >= 20", || {
+        let status = ws.status("st");
+        if let Some(s) = &status {
+            // fail fast (with the job's own output) instead of waiting out the timeout
+            assert!(
+                s.state != JobState::Failed,
+                "the job failed: {:?}\n{}",
+                s.message,
+                std::fs::read_to_string(ws.run_dir("st").stdout_log()).unwrap_or_default()
+            );
+        }
+        status.and_then(|s| s.last_checkpoint).unwrap_or(0) >= 20
+    });
     let pid = ws.status("st").unwrap().process().unwrap();
     let killed = Command::new("kill").args(["-9", &pid.pid.to_string()]).status().unwrap();
     assert!(killed.success());
