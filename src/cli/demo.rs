@@ -30,7 +30,7 @@ use crate::model::predict::{self, Baseline, BaselinePredictor, PairLayout};
 use crate::model::train::{Ending, StTrainConfig};
 
 /// The demo's ST configuration (written to `st.toml` so it can be edited and rerun with `vcell train st`).
-pub const DEMO_ST_TOML: &str = r#"# ST for the vcell demo: small enough to train in a few minutes on 2 CPU cores.
+pub const DEMO_ST_TOML: &str = r#"# ST for the vcell demo: trains in about 3 minutes on 2 CPU cores (release build).
 preset = "tiny"
 head = "delta"          # predicted cell = matched control cell + learned shift
 hidden_dim = 64
@@ -41,7 +41,7 @@ ffn_dim = 128
 n_encoder_layers = 1
 cell_set_len = 32
 batch_size = 8
-max_steps = 1500
+max_steps = 4000
 lr = 2e-3
 warmup_steps = 50
 schedule = "cosine"
