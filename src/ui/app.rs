@@ -79,11 +79,14 @@ impl App {
             quit: false,
         };
         let mut effects = Vec::new();
-        if let Some(dir) = app.config.eval_dir.clone() {
-            effects.extend(app.update(Action::OpenEval(dir)));
-        }
         if let Some(path) = app.config.dataset.clone().or_else(|| app.config.real.clone()) {
             effects.extend(app.update(Action::OpenDataset(path)));
+        }
+        // An eval folder that does not exist yet (a job still training, as in `vcell demo`) is not an error at
+        // startup: the workbench opens on the runs and the folder can be opened later with `:eval DIR`.
+        match app.config.eval_dir.clone() {
+            Some(dir) if dir.join("results.csv").exists() => effects.extend(app.update(Action::OpenEval(dir))),
+            _ => app.pane = PaneId::Runs,
         }
         (app, effects)
     }
