@@ -10,55 +10,27 @@
 
 /// `np.sum(a)` for a contiguous f64 array.
 pub fn np_sum_f64(a: &[f64]) -> f64 {
-    0.0 + np_pairwise_f64(a)
-}
-
-fn np_pairwise_f64(a: &[f64]) -> f64 {
-    let n = a.len();
-    if n < 8 {
-        let mut res = 0.0;
-        for &v in a {
-            res += v;
-        }
-        res
-    } else if n <= 128 {
-        let mut r = [0.0f64; 8];
-        r.copy_from_slice(&a[..8]);
-        let mut i = 8;
-        while i < n - (n % 8) {
-            for j in 0..8 {
-                r[j] += a[i + j];
-            }
-            i += 8;
-        }
-        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        while i < n {
-            res += a[i];
-            i += 1;
-        }
-        res
-    } else {
-        let mut n2 = n / 2;
-        n2 -= n2 % 8;
-        np_pairwise_f64(&a[..n2]) + np_pairwise_f64(&a[n2..])
-    }
+    0.0 + np_pairwise(a)
 }
 
 /// `np.sum(a)` for a contiguous f32 array, accumulated in f32.
 pub fn np_sum_f32(a: &[f32]) -> f32 {
-    0.0 + np_pairwise_f32(a)
+    0.0 + np_pairwise(a)
 }
 
-fn np_pairwise_f32(a: &[f32]) -> f32 {
+/// numpy's pairwise summation (`numpy/_core/src/umath/loops_utils.h.src` `pairwise_sum`): plain below 8
+/// elements, 8 accumulators up to 128, halves (rounded to a multiple of 8) above. Generic so the f32 and f64
+/// sums follow the same order.
+fn np_pairwise<T: Copy + Default + std::ops::Add<Output = T> + std::ops::AddAssign>(a: &[T]) -> T {
     let n = a.len();
     if n < 8 {
-        let mut res = 0.0f32;
+        let mut res = T::default();
         for &v in a {
             res += v;
         }
         res
     } else if n <= 128 {
-        let mut r = [0.0f32; 8];
+        let mut r = [T::default(); 8];
         r.copy_from_slice(&a[..8]);
         let mut i = 8;
         while i < n - (n % 8) {
@@ -76,7 +48,7 @@ fn np_pairwise_f32(a: &[f32]) -> f32 {
     } else {
         let mut n2 = n / 2;
         n2 -= n2 % 8;
-        np_pairwise_f32(&a[..n2]) + np_pairwise_f32(&a[n2..])
+        np_pairwise(&a[..n2]) + np_pairwise(&a[n2..])
     }
 }
 
