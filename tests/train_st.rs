@@ -75,7 +75,7 @@ impl Ws {
         let start = Instant::now();
         while !done() {
             assert!(start.elapsed() < Duration::from_secs(240), "timed out waiting for {what}");
-            thread::sleep(Duration::from_millis(100));
+            thread::sleep(Duration::from_millis(20));
         }
     }
 }
@@ -88,7 +88,9 @@ fn train_losses(events: &[Event]) -> Vec<(u64, f64)> {
     events.iter().filter(|e| e.kind == EventKind::Train).map(|e| (e.step, e.loss.unwrap())).collect()
 }
 
-const ST: &str = "max_steps = 60\ncheckpoint_every = 10\nval_every = 10\nbatch_size = 2\ncell_set_len = 8\n\
+// Batches of 8 sets of 64 cells keep the job running long enough (tens of ms a step) that the test catches it mid-run.
+const STEPS: u64 = 60;
+const ST: &str = "max_steps = 60\ncheckpoint_every = 10\nval_every = 10\nbatch_size = 8\ncell_set_len = 64\n\
                   hidden_dim = 16\nn_layers = 1\nn_heads = 2\nhead_dim = 8\nffn_dim = 32\nn_encoder_layers = 1\n";
 
 #[test]
@@ -141,12 +143,12 @@ fn kill_9_then_resume_continues_exactly() {
     });
     let status = ws.status("st").unwrap();
     assert_eq!(status.state, JobState::Finished, "{:?}", status.message);
-    assert_eq!(status.step, 60);
+    assert_eq!(status.step, STEPS);
 
     let all = train_losses(&ws.events("st"));
     let after = &all[before.len()..];
     assert_eq!(after.first().unwrap().0, ckpt + 1, "resumed at the checkpoint's step");
-    assert_eq!(after.last().unwrap().0, 60);
+    assert_eq!(after.last().unwrap().0, STEPS);
     // Steps run both before the kill and after the resume give the same loss: the resume is exact
     // (same weights, optimiser moments, data order and dropout masks), so the curve has no jump.
     let mut compared = 0;

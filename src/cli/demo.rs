@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use super::train::{train_st_in_context, TrainStArgs};
+use super::train::{train_st_in_context, TrainJobArgs, TrainStArgs};
 use crate::data::config::{DataConfig, Split};
 use crate::data::synth::{SynthConfig, SynthDataset};
 use crate::data::table::CellTable;
@@ -191,12 +191,14 @@ fn pipeline(args: &DemoArgs, p: &Paths, run_dir: &Path) -> anyhow::Result<()> {
     let mut ctx = JobContext::open(run_dir, Some(cfg.max_steps), args.resume)?;
     let train_args = TrainStArgs {
         data_config: p.data_config.clone(),
-        config: Some(p.st_config.clone()),
-        run_dir: run_dir.to_owned(),
-        resume: args.resume,
-        device: args.device.clone(),
-        max_steps: args.steps,
-        quiet: args.quiet,
+        job: TrainJobArgs {
+            config: Some(p.st_config.clone()),
+            run_dir: run_dir.to_owned(),
+            resume: args.resume,
+            device: args.device.clone(),
+            max_steps: args.steps,
+            quiet: args.quiet,
+        },
     };
     let result = train_st_in_context(&train_args, cfg, &data_cfg, &device, &mut ctx).and_then(|ending| match ending {
         Ending::Stopped => Ok(Ending::Stopped),

@@ -46,6 +46,13 @@ pub struct TrainSeArgs {
     /// Gene list of a matrix-layout gene-embedding file (default: the sidecar `<stem>.txt`).
     #[arg(long)]
     pub gene_list: Option<PathBuf>,
+    #[command(flatten)]
+    pub job: TrainJobArgs,
+}
+
+/// What every `vcell train <model>` takes besides its data: config, run directory, resume, device.
+#[derive(Args, Debug, Clone)]
+pub struct TrainJobArgs {
     /// Model and training config (TOML); defaults to the built-in tiny preset.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -70,23 +77,8 @@ pub struct TrainStArgs {
     /// The cell-load style data config (TOML).
     #[arg(long)]
     pub data_config: PathBuf,
-    /// Model and training config (TOML); defaults to the built-in tiny preset.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Run directory (created if missing): events, status, checkpoints.
-    #[arg(long)]
-    pub run_dir: PathBuf,
-    /// Continue from the run directory's latest checkpoint.
-    #[arg(long)]
-    pub resume: bool,
-    /// cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Override max_steps of the config.
-    #[arg(long)]
-    pub max_steps: Option<u64>,
-    #[arg(short, long)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub job: TrainJobArgs,
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -206,16 +198,16 @@ fn resumed_dir(ckpt: &Checkpoint) -> PathBuf {
 }
 
 fn train_st(args: TrainStArgs) -> anyhow::Result<()> {
-    let device = super::device::parse_device(&args.device)?;
-    let mut cfg = match &args.config {
+    let device = super::device::parse_device(&args.job.device)?;
+    let mut cfg = match &args.job.config {
         Some(p) => StTrainConfig::load(p)?,
         None => StTrainConfig::default(),
     };
-    if let Some(n) = args.max_steps {
+    if let Some(n) = args.job.max_steps {
         cfg.max_steps = n;
     }
     let data_cfg = DataConfig::load(&args.data_config)?;
-    run_job(&args.run_dir, cfg.max_steps, args.resume, args.quiet, |ctx| {
+    run_job(&args.job.run_dir, cfg.max_steps, args.job.resume, args.job.quiet, |ctx| {
         train_st_in_context(&args, cfg, &data_cfg, &device, ctx)
     })
 }
@@ -227,7 +219,7 @@ pub(crate) fn train_st_in_context(
     device: &candle_core::Device,
     ctx: &mut JobContext,
 ) -> anyhow::Result<Ending> {
-    let progress = super::progress::BarProgress::new(args.quiet);
+    let progress = super::progress::BarProgress::new(args.job.quiet);
     let table = CellTable::load(data_cfg, &progress).context("loading the data config's datasets")?;
     let resumed = ctx.resumed_from().map(resumed_dir);
     let decode_genes = match &resumed {
@@ -248,7 +240,7 @@ pub(crate) fn train_st_in_context(
         Some(dir) => {
             let mut t = Trainer::resume_with_genes(&table, genes.as_ref(), dir, device)
                 .with_context(|| format!("resuming from {}", dir.display()))?;
-            if let Some(n) = args.max_steps {
+            if let Some(n) = args.job.max_steps {
                 t.cfg.max_steps = n;
             }
             t
@@ -271,22 +263,22 @@ pub(crate) fn train_st_in_context(
         table.pert_names.len(),
         genes.as_ref().map(|g| format!(", decoding to {} genes", g.n_features())).unwrap_or_default()
     );
-    let ending = drive(&mut trainer, ctx, args.quiet, banner)?;
-    print_ending(args.quiet, ending, trainer.state.step, trainer.state.last_val_loss);
+    let ending = drive(&mut trainer, ctx, args.job.quiet, banner)?;
+    print_ending(args.job.quiet, ending, trainer.state.step, trainer.state.last_val_loss);
     Ok(ending)
 }
 
 fn train_se(args: TrainSeArgs) -> anyhow::Result<()> {
-    let device = super::device::parse_device(&args.device)?;
-    let mut cfg = match &args.config {
+    let device = super::device::parse_device(&args.job.device)?;
+    let mut cfg = match &args.job.config {
         Some(p) => SeTrainConfig::load(p)?,
         None => SeTrainConfig::default(),
     };
-    if let Some(n) = args.max_steps {
+    if let Some(n) = args.job.max_steps {
         cfg.max_steps = n;
     }
     let data_cfg = args.data_config.as_deref().map(DataConfig::load).transpose()?;
-    run_job(&args.run_dir, cfg.max_steps, args.resume, args.quiet, |ctx| {
+    run_job(&args.job.run_dir, cfg.max_steps, args.job.resume, args.job.quiet, |ctx| {
         train_se_in_context(&args, cfg, data_cfg.as_ref(), &device, ctx)
     })
 }
@@ -298,7 +290,7 @@ fn train_se_in_context(
     device: &candle_core::Device,
     ctx: &mut JobContext,
 ) -> anyhow::Result<Ending> {
-    let progress = super::progress::BarProgress::new(args.quiet);
+    let progress = super::progress::BarProgress::new(args.job.quiet);
     let resumed = ctx.resumed_from().map(resumed_dir);
     // The data split must not depend on a config changed between runs: a resume reads the checkpoint's.
     let (val_cells, seed) = match &resumed {
@@ -323,7 +315,7 @@ fn train_se_in_context(
         Some(dir) => {
             let mut t =
                 SeTrainer::resume(&cells, dir, device).with_context(|| format!("resuming from {}", dir.display()))?;
-            if let Some(n) = args.max_steps {
+            if let Some(n) = args.job.max_steps {
                 t.cfg.max_steps = n;
             }
             t
@@ -346,7 +338,7 @@ fn train_se_in_context(
         trainer.gene_report()
     );
     ctx.log(summary.clone())?;
-    let ending = drive(&mut trainer, ctx, args.quiet, format!("training {summary}"))?;
-    print_ending(args.quiet, ending, trainer.state.step, trainer.state.last_val_loss);
+    let ending = drive(&mut trainer, ctx, args.job.quiet, format!("training {summary}"))?;
+    print_ending(args.job.quiet, ending, trainer.state.step, trainer.state.last_val_loss);
     Ok(ending)
 }
