@@ -1,19 +1,25 @@
 //! indicatif progress bars behind the library's `Progress` trait.
 use std::sync::Mutex;
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::progress::Progress;
 
 /// Draws one bar per stage on stderr (hidden when stderr is not a terminal, so logs stay clean).
+///
+/// With `VCELL_TIMINGS=1` in the environment it also prints each stage's wall time to stderr when the stage ends
+/// (for benchmarks: where the time goes, without a profiler).
 pub struct BarProgress {
     bar: Mutex<Option<ProgressBar>>,
     quiet: bool,
+    timings: Option<Mutex<Option<(String, Instant)>>>,
 }
 
 impl BarProgress {
     pub fn new(quiet: bool) -> Self {
-        BarProgress { bar: Mutex::new(None), quiet }
+        let timings = std::env::var_os("VCELL_TIMINGS").filter(|v| v != "0").map(|_| Mutex::new(None));
+        BarProgress { bar: Mutex::new(None), quiet, timings }
     }
 
     pub fn finish(&self) {
@@ -22,11 +28,22 @@ impl BarProgress {
                 bar.finish_and_clear();
             }
         }
+        self.end_timed_stage(None);
+    }
+
+    /// Print the running stage's time and start timing `next`.
+    fn end_timed_stage(&self, next: Option<&str>) {
+        let Some(Ok(mut current)) = self.timings.as_ref().map(|t| t.lock()) else { return };
+        if let Some((name, start)) = current.take() {
+            eprintln!("[timing] {:>8.3}s  {name}", start.elapsed().as_secs_f64());
+        }
+        *current = next.map(|n| (n.to_owned(), Instant::now()));
     }
 }
 
 impl Progress for BarProgress {
     fn stage(&self, name: &str, total: u64) {
+        self.end_timed_stage(Some(name));
         let Ok(mut guard) = self.bar.lock() else { return };
         if let Some(old) = guard.take() {
             old.finish_and_clear();

@@ -68,7 +68,7 @@ pub fn rank_sum_and_ties<T: Copy + PartialOrd>(x_nz: &[T], n1: usize, y_nz: &[T]
 
 /// Tie term Σ(t³ − t) over the distinct **non-zero** values of a sorted sample (the reference side of
 /// [`rank_sum_and_ties_vs`], computed once per gene).
-pub fn nonzero_tie_term(y_nz: &[f32]) -> f64 {
+pub fn nonzero_tie_term<T: Copy + PartialEq>(y_nz: &[T]) -> f64 {
     let mut ties = 0.0f64;
     let mut j = 0usize;
     while j < y_nz.len() {
@@ -86,7 +86,13 @@ pub fn nonzero_tie_term(y_nz: &[f32]) -> f64 {
 /// reference's own tie term (`y_ties` = [`nonzero_tie_term`] of `y_nz`) is precomputed and only the tie blocks
 /// the target sample joins are corrected. Ranks are half-integers and tie terms integers, so every sum is exact
 /// in f64 and the result is bit-identical to the merge.
-pub fn rank_sum_and_ties_vs(x_nz: &[f32], n1: usize, y_nz: &[f32], n2: usize, y_ties: f64) -> (f64, f64) {
+pub fn rank_sum_and_ties_vs<T: Copy + PartialOrd>(
+    x_nz: &[T],
+    n1: usize,
+    y_nz: &[T],
+    n2: usize,
+    y_ties: f64,
+) -> (f64, f64) {
     let zx = n1 - x_nz.len();
     let zy = n2 - y_nz.len();
     let t0 = (zx + zy) as f64;
@@ -120,7 +126,7 @@ pub fn rank_sum_and_ties_vs(x_nz: &[f32], n1: usize, y_nz: &[f32], n2: usize, y_
 
 /// The first index `>= from` where `pred` turns false (`pred` true on a prefix of `ys`): exponential then binary
 /// search.
-fn gallop(ys: &[f32], from: usize, pred: impl Fn(f32) -> bool) -> usize {
+fn gallop<T: Copy>(ys: &[T], from: usize, pred: impl Fn(T) -> bool) -> usize {
     let mut step = 1usize;
     let mut lo = from;
     while lo + step <= ys.len() && pred(ys[lo + step - 1]) {

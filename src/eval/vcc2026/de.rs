@@ -4,13 +4,13 @@
 //! - CPM `y / (L/1e6)` in f64 (`L` the cell total; zero totals divide by 1), scanpy `normalize_total`'s order;
 //! - gene gate: control mean CPM `> 5` (strict), the same genes for every perturbation;
 //! - `lfc = log2((mean_p + 1e-9)/(mean_ctrl + 1e-9))`, arithmetic means;
-//! - Mann–Whitney on `log1p(CPM)` with average ranks over p ∪ ctrl (`mwu::rank_sum_and_ties`), tie-corrected σ,
+//! - Mann–Whitney on `log1p(CPM)` with average ranks over p ∪ ctrl (`mwu::rank_sum_and_ties_vs`), tie-corrected σ,
 //!   **no** continuity correction, NaN z → 0, `p = 2·ndtr(−|z|)` (scanpy `_rank_genes_groups.py`, `norm.sf`);
 //! - BH within each perturbation over the gated genes (`bh::bh_adjust` = scipy `false_discovery_control`).
 
 use super::{Rows, CELL_TARGET_SUM, DE_EPSILON, MIN_CPM};
 use crate::eval::bh::bh_adjust;
-use crate::eval::mwu::{ndtr, rank_sum_and_ties};
+use crate::eval::mwu::{ndtr, nonzero_tie_term, rank_sum_and_ties_vs};
 
 /// Per-cell CPM of a group: mean CPM per gene and, for the `keep` genes, sorted non-zero `log1p(CPM)` per gene.
 struct CpmColumns {
@@ -86,6 +86,8 @@ pub struct Reference {
     /// Gated genes (control mean CPM > 5), ascending.
     pub genes: Vec<usize>,
     cols: CpmColumns,
+    /// Per gated gene, Σ(t³ − t) over the control's distinct non-zero values (`mwu::rank_sum_and_ties_vs`).
+    ties: Vec<f64>,
 }
 
 impl Reference {
@@ -94,7 +96,8 @@ impl Reference {
         let pre = cpm_columns(rows, n_vars, None);
         let genes: Vec<usize> = (0..n_vars).filter(|&g| pre.mean[g] > MIN_CPM).collect();
         let cols = cpm_columns(rows, n_vars, Some(&genes));
-        Reference { n: cols.n, mean: cols.mean.clone(), genes, cols }
+        let ties = (0..genes.len()).map(|k| nonzero_tie_term(cols.gene(k))).collect();
+        Reference { n: cols.n, mean: cols.mean.clone(), genes, cols, ties }
     }
 }
 
@@ -117,7 +120,7 @@ pub fn test_group(rows: &Rows, reference: &Reference) -> GroupDe {
     let mut p = Vec::with_capacity(reference.genes.len());
     for (k, &g) in reference.genes.iter().enumerate() {
         lfc.push(((cols.mean[g] + DE_EPSILON) / (reference.mean[g] + DE_EPSILON)).log2());
-        let (r1, ties) = rank_sum_and_ties(cols.gene(k), n1, reference.cols.gene(k), n2);
+        let (r1, ties) = rank_sum_and_ties_vs(cols.gene(k), n1, reference.cols.gene(k), n2, reference.ties[k]);
         // scanpy: T = 1 - Σ(t³-t)/(N³-N); std = sqrt(T·n1·n2·(N+1)/12); z = (R1 - n1(N+1)/2)/std
         let t = 1.0 - ties / (nn * nn * nn - nn);
         let sd = (t * n1f * n2f * (nn + 1.0) / 12.0).sqrt();

@@ -6,7 +6,7 @@
 //! giving per group the bulk log-normalised profile and the jackknife correction ([`jackknife`]) and, against a
 //! control reference, the per-cell CPM Wilcoxon DE ([`de`]) → the ten profile members ([`metrics`]) → the
 //! output files ([`outputs`]). [`baseline`], [`bundle`] and [`score`] are the competition's two ends and the
-//! final rescaling. The DE reuses the 2025 machinery (`mwu::rank_sum_and_ties`, `mwu::ndtr`,
+//! final rescaling. The DE reuses the 2025 machinery (`mwu::rank_sum_and_ties_vs`, `mwu::ndtr`,
 //! `bh::bh_adjust`), the streaming reuses `input::{CellSource, stream_chunks}`.
 
 pub mod baseline;
