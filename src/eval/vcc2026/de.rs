@@ -32,16 +32,16 @@ fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>) -> CpmColumns
         }
         s
     });
-    let mut cpm_all: Vec<(u32, f64)> = Vec::new();
+    let mut cpm_all: Vec<(u32, f64)> = Vec::with_capacity(if keep.is_some() { rows.vals.len() } else { 0 });
     for i in 0..n {
         let (cols, vals) = rows.cell(i);
-        let l: f64 = vals.iter().sum();
+        let l: f64 = vals.iter().map(|&v| v as f64).sum();
         let mut f = l / CELL_TARGET_SUM;
         if f == 0.0 {
             f = 1.0;
         }
         for (&c, &v) in cols.iter().zip(vals) {
-            let x = v / f;
+            let x = v as f64 / f;
             sum[c as usize] += x;
             if let Some(s) = &slot {
                 let k = s[c as usize];

@@ -13,7 +13,7 @@ use crate::eval::metrics::numeric::np_sum_f64;
 pub fn column_sums(rows: &Rows, n_vars: usize) -> Vec<f64> {
     let mut p = vec![0.0f64; n_vars];
     for (&c, &v) in rows.cols.iter().zip(&rows.vals) {
-        p[c as usize] += v;
+        p[c as usize] += v as f64;
     }
     p
 }
@@ -57,7 +57,7 @@ pub fn bulk_and_jackknife(rows: &Rows, n_vars: usize) -> (Vec<f64>, f64) {
     let mut series: Vec<(usize, f64, f64)> = Vec::with_capacity(n);
     for i in 0..n {
         let (cols, vals) = rows.cell(i);
-        let l: f64 = vals.iter().sum();
+        let l: f64 = vals.iter().map(|&v| v as f64).sum();
         let r = s - l;
         if r > 0.0 && l / r <= SERIES_MAX_DELTA {
             series.push((i, l / r, r));
@@ -83,7 +83,7 @@ pub fn bulk_and_jackknife(rows: &Rows, n_vars: usize) -> (Vec<f64>, f64) {
             for (&c, &y) in cols.iter().zip(vals) {
                 let g = c as usize;
                 nonzero[g * k..(g + 1) * k].iter_mut().zip(&pow).for_each(|(a, &x)| *a += x);
-                let v = (BULK_TARGET_SUM * (p[g] - y) / r).ln_1p() - b[g];
+                let v = (BULK_TARGET_SUM * (p[g] - y as f64) / r).ln_1p() - b[g];
                 sum[g] += v;
                 sumsq[g] += v * v;
             }
@@ -137,15 +137,15 @@ fn series_coefficients(k: usize) -> (Vec<f64>, Vec<f64>) {
 }
 
 /// One cell's `V` over every gene, the way cell-eval2 writes it (`r ≤ 0`: `V = −b`).
-fn add_cell_direct(p: &[f64], b: &[f64], s: f64, cols: &[u32], vals: &[f64], sum: &mut [f64], sumsq: &mut [f64]) {
-    let l: f64 = vals.iter().sum();
+fn add_cell_direct(p: &[f64], b: &[f64], s: f64, cols: &[u32], vals: &[f32], sum: &mut [f64], sumsq: &mut [f64]) {
+    let l: f64 = vals.iter().map(|&v| v as f64).sum();
     let r = s - l;
     let mut k = 0usize;
     for g in 0..p.len() {
         let v = if r > 0.0 {
             let y = if k < cols.len() && cols[k] as usize == g {
                 k += 1;
-                vals[k - 1]
+                vals[k - 1] as f64
             } else {
                 0.0
             };
@@ -188,7 +188,7 @@ mod tests {
         for cell in cells {
             for &(c, v) in cell {
                 rows.cols.push(c);
-                rows.vals.push(v);
+                rows.vals.push(v as f32);
             }
             rows.ends.push(rows.cols.len());
         }

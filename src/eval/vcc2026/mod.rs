@@ -120,7 +120,8 @@ impl Side<'_> {
 pub struct Rows {
     pub ends: Vec<usize>,
     pub cols: Vec<u32>,
-    pub vals: Vec<f64>,
+    /// Stored as f32 (every value is an f32, scaled ones included), used as f64.
+    pub vals: Vec<f32>,
 }
 
 impl Rows {
@@ -129,7 +130,7 @@ impl Rows {
     }
 
     /// Cell `i`'s (columns, values).
-    pub fn cell(&self, i: usize) -> (&[u32], &[f64]) {
+    pub fn cell(&self, i: usize) -> (&[u32], &[f32]) {
         let s = if i == 0 { 0 } else { self.ends[i - 1] };
         let e = self.ends[i];
         (&self.cols[s..e], &self.vals[s..e])
@@ -139,8 +140,8 @@ impl Rows {
         for (&c, &v) in cols.iter().zip(vals) {
             let x = match scale {
                 // baseline.py: (control_row.astype(float64) * scale).astype(float32)
-                Some(s) => (v as f64 * s[c as usize]) as f32 as f64,
-                None => v as f64,
+                Some(s) => (v as f64 * s[c as usize]) as f32,
+                None => v,
             };
             if x != 0.0 {
                 self.cols.push(c);
@@ -166,6 +167,18 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
         order[slot] = side.groups[g].rows.iter().enumerate().map(|(pos, &r)| (r, pos)).collect();
         order[slot].sort_unstable();
     }
+    // Groups list their cells in file order (the usual case): rows go straight into place. Otherwise each row
+    // is staged with its position in the group and the group is assembled at the end.
+    let in_file_order: Vec<bool> = which.iter().map(|&g| side.groups[g].rows.windows(2).all(|w| w[0] < w[1])).collect();
+    for (slot, &g) in which.iter().enumerate() {
+        let n = side.groups[g].rows.len();
+        out[slot].ends.reserve(n);
+        if let Some(nnz) = side.source.nnz_hint() {
+            let per_row = nnz as usize / side.source.shape().0.max(1);
+            out[slot].cols.reserve(n * per_row);
+            out[slot].vals.reserve(n * per_row);
+        }
+    }
     let mut staged: Vec<Vec<(usize, Rows)>> = vec![Vec::new(); which.len()];
     let mut k = 0usize;
     let mut next_in_slot = vec![0usize; which.len()];
@@ -187,13 +200,17 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
                 message: format!("row {r} missing from chunk"),
             })?;
             let sc = if side.groups[which[slot]].scaled { scale } else { None };
-            let mut one = Rows::default();
-            one.push(row.indices(), row.data(), sc);
-            // the position(s) of this row in the group, in order of appearance of duplicates
-            let i = next_in_slot[slot];
-            let pos = order[slot].get(i).map(|&(_, p)| p).unwrap_or(i);
-            next_in_slot[slot] += 1;
-            staged[slot].push((pos, one));
+            if in_file_order[slot] {
+                out[slot].push(row.indices(), row.data(), sc);
+            } else {
+                let mut one = Rows::default();
+                one.push(row.indices(), row.data(), sc);
+                // the position(s) of this row in the group, in order of appearance of duplicates
+                let i = next_in_slot[slot];
+                let pos = order[slot].get(i).map(|&(_, p)| p).unwrap_or(i);
+                next_in_slot[slot] += 1;
+                staged[slot].push((pos, one));
+            }
             k += 1;
         }
         if start + m.rows() > last_row {
@@ -203,6 +220,9 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
     });
     res?;
     for (slot, mut cells) in staged.into_iter().enumerate() {
+        if in_file_order[slot] {
+            continue;
+        }
         cells.sort_by_key(|(p, _)| *p);
         let o = &mut out[slot];
         for (_, c) in cells {
@@ -230,7 +250,7 @@ pub struct SideStats {
 /// Options of the passes.
 #[derive(Debug, Clone)]
 pub struct PassOptions {
-    /// Budget for the cells collected per pass (about 12 bytes per stored entry).
+    /// Budget for the cells collected per pass (about 8 bytes per stored entry).
     pub batch_bytes: usize,
 }
 
@@ -251,7 +271,7 @@ fn plan_batches(side: &Side, groups: &[usize], opts: &PassOptions) -> Vec<Vec<us
     let mut cur: Vec<usize> = Vec::new();
     let mut used = 0usize;
     for &g in groups {
-        let cost = side.groups[g].rows.len() * per_row * 12 + n_vars * 16;
+        let cost = side.groups[g].rows.len() * per_row * 8 + n_vars * 16;
         if !cur.is_empty() && used + cost > opts.batch_bytes {
             out.push(std::mem::take(&mut cur));
             used = 0;
