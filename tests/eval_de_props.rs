@@ -10,7 +10,7 @@ use vcell::data::anndata::{AnnData, Categorical, Column, CsrMatrix, DataFrame, X
 use vcell::eval::bh::bh_adjust;
 use vcell::eval::de::{compute_de, compute_de_and_pseudobulk, DeOptions};
 use vcell::eval::input::{prepare_source, InputOptions};
-use vcell::eval::mwu::{mwu_sparse, nonzero_tie_term, rank_sum_and_ties, rank_sum_and_ties_vs};
+use vcell::eval::mwu::{mwu_sparse, nonzero_tie_term, rank_sum_and_ties, rank_sum_and_ties_vs, SortedReference};
 use vcell::eval::pseudobulk::compute_pseudobulk;
 use vcell::eval::EvalError;
 use vcell::progress::NoProgress;
@@ -116,6 +116,14 @@ proptest! {
         prop_assert_eq!(ties, ties_brute);
         // the binary-search version used by the DE stage is bit-identical to the merge
         prop_assert_eq!(rank_sum_and_ties_vs(&xn, x.len(), &yn, y.len(), nonzero_tie_term(&yn)), (r1, ties));
+        // and so is the bucket-indexed reference (as one column among others, f32 and f64)
+        let (ptr, mut vals) = (vec![0, 2.min(yn.len()), yn.len() + 2.min(yn.len())], yn[..2.min(yn.len())].to_vec());
+        vals.extend_from_slice(&yn);
+        let index = SortedReference::new(y.len(), ptr.clone(), vals.clone());
+        prop_assert_eq!(index.rank_sum_and_ties(&xn, x.len(), 1), (r1, ties));
+        let index64 = SortedReference::new(y.len(), ptr, vals.iter().map(|&v| v as f64).collect::<Vec<f64>>());
+        let xn64: Vec<f64> = xn.iter().map(|&v| v as f64).collect();
+        prop_assert_eq!(index64.rank_sum_and_ties(&xn64, x.len(), 1), (r1, ties));
         let res = mwu_sparse(&xn, x.len(), &yn, y.len());
         prop_assert_eq!(res.statistic, u_brute);
         let want = p_ref(u_brute, ties_brute, x.len(), y.len());
@@ -248,4 +256,21 @@ fn unused_category_and_nan_are_clear_errors() {
     }
     let err = prepare_source(Path::new("p.h5ad"), Box::new(ad), &InputOptions::default(), &NoProgress).unwrap_err();
     assert!(err.to_string().contains("1 NaN"), "{err}");
+}
+
+fn wide_sample() -> impl Strategy<Value = Vec<f32>> {
+    // values spread over many binades, some repeated, many zeros
+    prop::collection::vec(
+        prop_oneof![3 => Just(0.0f32), 1 => Just(3.5f32), 4 => (-20i32..14, 1u32..1000).prop_map(|(e, m)| m as f32 * 2f32.powi(e))],
+        0..300,
+    )
+}
+
+proptest! {
+    #[test]
+    fn bucket_index_equals_merge(x in wide_sample(), y in wide_sample()) {
+        let (xn, yn) = (nonzero_sorted(&x), nonzero_sorted(&y));
+        let index = SortedReference::new(y.len(), vec![0, yn.len()], yn.clone());
+        prop_assert_eq!(index.rank_sum_and_ties(&xn, x.len(), 0), rank_sum_and_ties(&xn, x.len(), &yn, y.len()));
+    }
 }

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::bh::bh_adjust;
 use super::error::{EvalError, Result};
 use super::input::PreparedFile;
-use super::mwu::{mwu_sparse_vs, nonzero_tie_term};
+use super::mwu::{mwu_from_ranks, MwuResult, SortedReference};
 use super::pseudobulk::PseudobulkAcc;
 use super::types::{DeTable, Pseudobulk};
 use crate::data::anndata::MatrixEncoding;
@@ -80,7 +80,8 @@ impl GroupRows {
         acc
     }
 
-    /// Per-gene sorted non-zero values (a CSC transpose of the group).
+    /// Per-gene sorted non-zero values (a CSC transpose of the group), as their f32 bit patterns: the values are
+    /// positive (the input checks reject negative data), so the bits sort like the values, and faster.
     fn sorted_columns(&self, n_vars: usize) -> SortedColumns {
         let mut ptr = vec![0usize; n_vars + 1];
         for &c in &self.cols {
@@ -90,27 +91,27 @@ impl GroupRows {
             ptr[g + 1] += ptr[g];
         }
         let mut fill = ptr.clone();
-        let mut vals = vec![0.0f32; self.vals.len()];
+        let mut vals = vec![0u32; self.vals.len()];
         for (&c, &v) in self.cols.iter().zip(&self.vals) {
             let slot = &mut fill[c as usize];
-            vals[*slot] = v;
+            vals[*slot] = v.to_bits();
             *slot += 1;
         }
         for g in 0..n_vars {
-            vals[ptr[g]..ptr[g + 1]].sort_unstable_by(f32::total_cmp);
+            vals[ptr[g]..ptr[g + 1]].sort_unstable();
         }
         SortedColumns { ptr, vals }
     }
 }
 
-/// Sorted non-zero values per gene.
+/// Sorted non-zero values per gene (f32 bit patterns).
 struct SortedColumns {
     ptr: Vec<usize>,
-    vals: Vec<f32>,
+    vals: Vec<u32>,
 }
 
 impl SortedColumns {
-    fn gene(&self, g: usize) -> &[f32] {
+    fn gene(&self, g: usize) -> &[u32] {
         &self.vals[self.ptr[g]..self.ptr[g + 1]]
     }
 }
@@ -120,9 +121,8 @@ struct Reference {
     n: usize,
     /// expm1 of the column means (f32, glibc `expm1f` = Rust `f32::exp_m1` on Linux).
     mean: Vec<f32>,
-    columns: SortedColumns,
-    /// Per gene, Σ(t³ − t) over the control's distinct non-zero values (see `mwu::rank_sum_and_ties_vs`).
-    ties: Vec<f64>,
+    /// Per gene sorted non-zero values, tie terms and bucket tables.
+    columns: SortedReference<u32>,
 }
 
 /// One group's DE rows, genes in `var` order.
@@ -157,27 +157,77 @@ pub fn percent_change(t: f32, r: f32) -> f64 {
     }
 }
 
-fn test_group(rows: &GroupRows, n: usize, n_vars: usize, enc: MatrixEncoding, reference: &Reference) -> GroupDe {
-    let target_mean: Vec<f32> = rows.column_means(n, n_vars, enc).into_iter().map(f32::exp_m1).collect();
-    let columns = rows.sorted_columns(n_vars);
-    let mut out = GroupDe {
-        lfc: Vec::with_capacity(n_vars),
-        percent_change: Vec::with_capacity(n_vars),
-        p_value: Vec::with_capacity(n_vars),
-        statistic: Vec::with_capacity(n_vars),
-        fdr: Vec::new(),
-        target_mean,
-    };
-    for g in 0..n_vars {
-        let (t, r) = (out.target_mean[g], reference.mean[g]);
-        out.lfc.push(log2_fold_change(t, r));
-        out.percent_change.push(percent_change(t, r));
-        let res = mwu_sparse_vs(columns.gene(g), n, reference.columns.gene(g), reference.n, reference.ties[g]);
-        out.p_value.push(res.p_value);
-        out.statistic.push(res.statistic);
-    }
-    out.fdr = bh_adjust(&out.p_value);
-    out
+/// Genes per cache block of the rank-sum stage: the control's columns of one block (a few hundred KB) stay in
+/// cache while every group of the batch is tested against them.
+const GENE_BLOCK: usize = 128;
+
+/// Test a batch of groups against the reference.
+///
+/// Each group is first reduced to its column means and per-gene sorted values (its rows are dropped then).
+/// The rank sums then run gene block by gene block, all groups per block: group by group, every test would
+/// stream the whole control (tens of MB) through the cache once per group.
+fn test_batch(
+    rows: Vec<GroupRows>,
+    sizes: &[usize],
+    n_vars: usize,
+    enc: MatrixEncoding,
+    reference: &Reference,
+    progress: &dyn Progress,
+) -> Vec<GroupDe> {
+    let prepared: Vec<(Vec<f32>, SortedColumns)> = rows
+        .into_par_iter()
+        .zip(sizes.par_iter())
+        .map(|(r, &n)| {
+            let mean = r.column_means(n, n_vars, enc).into_iter().map(f32::exp_m1).collect();
+            let columns = r.sorted_columns(n_vars);
+            (mean, columns)
+        })
+        .collect();
+    let n_groups = prepared.len();
+    // per block: results gene-major (gene, group)
+    let blocks: Vec<Vec<MwuResult>> = (0..n_vars.div_ceil(GENE_BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let genes = b * GENE_BLOCK..((b + 1) * GENE_BLOCK).min(n_vars);
+            let mut out = Vec::with_capacity(genes.len() * n_groups);
+            for g in genes {
+                for ((_, columns), &n) in prepared.iter().zip(sizes) {
+                    let (r1, ties) = reference.columns.rank_sum_and_ties(columns.gene(g), n, g);
+                    out.push(mwu_from_ranks(r1, ties, n, reference.n));
+                }
+            }
+            out
+        })
+        .collect();
+    prepared
+        .into_par_iter()
+        .enumerate()
+        .map(|(k, (target_mean, _))| {
+            let mut out = GroupDe {
+                lfc: Vec::with_capacity(n_vars),
+                percent_change: Vec::with_capacity(n_vars),
+                p_value: Vec::with_capacity(n_vars),
+                statistic: Vec::with_capacity(n_vars),
+                fdr: Vec::new(),
+                target_mean,
+            };
+            for (b, block) in blocks.iter().enumerate() {
+                let len = block.len() / n_groups.max(1);
+                for j in 0..len {
+                    let g = b * GENE_BLOCK + j;
+                    let res = block[j * n_groups + k];
+                    let (t, r) = (out.target_mean[g], reference.mean[g]);
+                    out.lfc.push(log2_fold_change(t, r));
+                    out.percent_change.push(percent_change(t, r));
+                    out.p_value.push(res.p_value);
+                    out.statistic.push(res.statistic);
+                }
+            }
+            out.fdr = bh_adjust(&out.p_value);
+            progress.advance(1);
+            out
+        })
+        .collect()
 }
 
 /// The groups pdex tests: categories in stored order minus the control and "" (missing codes are dropped).
@@ -296,28 +346,17 @@ fn run(
         if pass == 0 {
             let ctrl_rows = rows.pop().unwrap_or_default();
             let n = file.counts[file.control_code];
-            let columns = ctrl_rows.sorted_columns(n_vars);
-            let ties = (0..n_vars).map(|g| nonzero_tie_term(columns.gene(g))).collect();
+            let SortedColumns { ptr, vals } = ctrl_rows.sorted_columns(n_vars);
             reference = Some(Reference {
                 n,
                 mean: ctrl_rows.column_means(n, n_vars, file.encoding).into_iter().map(f32::exp_m1).collect(),
-                columns,
-                ties,
+                columns: SortedReference::new(n, ptr, vals),
             });
         }
         let reference = reference.as_ref().ok_or(EvalError::Cancelled)?;
         progress.stage(&format!("DE {}: testing {} groups", file.name(), batch.len()), batch.len() as u64);
-        let (counts, encoding) = (&file.counts, file.encoding);
-        let results: Vec<GroupDe> = batch
-            .par_iter()
-            .zip(rows.par_iter())
-            .map(|(&g, rows)| {
-                let res = test_group(rows, counts[g], n_vars, encoding, reference);
-                progress.advance(1);
-                res
-            })
-            .collect();
-        drop(rows);
+        let sizes: Vec<usize> = batch.iter().map(|&g| file.counts[g]).collect();
+        let results = test_batch(rows, &sizes, n_vars, file.encoding, reference, progress);
         if progress.cancelled() {
             return Err(EvalError::Cancelled);
         }

@@ -272,32 +272,65 @@ pub(crate) fn stream_chunks(
     name: &str,
     chunk_rows: usize,
     progress: &dyn Progress,
+    f: impl FnMut(usize, CsrMatrix) -> Result<()>,
+) -> Result<()> {
+    stream_rows(source, name, chunk_rows, 0..source.shape().0, progress, f)
+}
+
+/// [`stream_chunks`] over the rows `range` only.
+///
+/// A reader thread decodes the next chunk while `f` works on the current one (one chunk in flight), so reading
+/// and the caller's work overlap on two cores. An error on either side stops both.
+pub(crate) fn stream_rows(
+    source: &dyn CellSource,
+    name: &str,
+    chunk_rows: usize,
+    range: std::ops::Range<usize>,
+    progress: &dyn Progress,
     mut f: impl FnMut(usize, CsrMatrix) -> Result<()>,
 ) -> Result<()> {
-    let (n_obs, n_vars) = source.shape();
-    let mut start = 0;
-    while start < n_obs {
-        if progress.cancelled() {
-            return Err(EvalError::Cancelled);
+    let n_vars = source.shape().1;
+    let end_row = range.end.min(source.shape().0);
+    let step = chunk_rows.max(1);
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(usize, CsrMatrix)>>(1);
+        scope.spawn(move || {
+            let mut start = range.start;
+            while start < end_row {
+                let end = (start + step).min(end_row);
+                let block = source.read_rows(start, end).and_then(|m| {
+                    if m.rows() != end - start || m.cols() != n_vars || !m.is_csr() {
+                        return Err(EvalError::BadBlock {
+                            file: name.to_owned(),
+                            start,
+                            end,
+                            rows: m.rows(),
+                            cols: m.cols(),
+                            expected_rows: end - start,
+                            n_vars,
+                        });
+                    }
+                    Ok((start, m))
+                });
+                let failed = block.is_err();
+                // a closed channel means the consumer stopped (error or cancel)
+                if tx.send(block).is_err() || failed {
+                    return;
+                }
+                start = end;
+            }
+        });
+        for block in rx {
+            if progress.cancelled() {
+                return Err(EvalError::Cancelled);
+            }
+            let (start, m) = block?;
+            let rows = m.rows();
+            f(start, m)?;
+            progress.advance(rows as u64);
         }
-        let end = (start + chunk_rows.max(1)).min(n_obs);
-        let m = source.read_rows(start, end)?;
-        if m.rows() != end - start || m.cols() != n_vars || !m.is_csr() {
-            return Err(EvalError::BadBlock {
-                file: name.to_owned(),
-                start,
-                end,
-                rows: m.rows(),
-                cols: m.cols(),
-                expected_rows: end - start,
-                n_vars,
-            });
-        }
-        f(start, m)?;
-        progress.advance((end - start) as u64);
-        start = end;
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Rows per chunk for about `chunk_nnz` stored entries per chunk.

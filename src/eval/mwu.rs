@@ -124,6 +124,152 @@ pub fn rank_sum_and_ties_vs<T: Copy + PartialOrd>(
     (r1, ties)
 }
 
+/// A value whose bit pattern orders like the value for positive numbers (IEEE floats), for [`SortedReference`].
+pub trait RankKey: Copy + PartialOrd {
+    fn key(self) -> u64;
+}
+
+impl RankKey for f32 {
+    fn key(self) -> u64 {
+        u64::from(self.to_bits())
+    }
+}
+
+/// The bit pattern of a positive f32, which orders like the value.
+impl RankKey for u32 {
+    fn key(self) -> u64 {
+        u64::from(self)
+    }
+}
+
+impl RankKey for f64 {
+    fn key(self) -> u64 {
+        self.to_bits()
+    }
+}
+
+/// Bucket table of one reference column: the column's key range split into `2^k` equal bit ranges.
+#[derive(Debug, Clone, Copy)]
+struct Buckets {
+    first: u64,
+    last: u64,
+    shift: u32,
+    /// Offset of this column's `starts` in [`SortedReference::starts`].
+    offset: usize,
+}
+
+/// The reference (control) side of many Mann–Whitney tests: per column its sorted **positive** values, its tie
+/// term and a bucket table over the values' bit patterns. Locating a target value costs one table lookup and a
+/// search of a bucket holding about two values, instead of a search of the whole column; the result is the same
+/// (bit-identical) as [`rank_sum_and_ties_vs`].
+#[derive(Debug, Clone)]
+pub struct SortedReference<T> {
+    n: usize,
+    ptr: Vec<usize>,
+    vals: Vec<T>,
+    ties: Vec<f64>,
+    buckets: Vec<Buckets>,
+    /// Per column, `starts[offset + b]` = number of values in buckets before `b` (one extra entry at the end).
+    starts: Vec<u32>,
+}
+
+impl<T: RankKey> SortedReference<T> {
+    /// `n` cells; column `c` holds the sorted positive values `vals[ptr[c]..ptr[c + 1]]`.
+    pub fn new(n: usize, ptr: Vec<usize>, vals: Vec<T>) -> Self {
+        let n_cols = ptr.len().saturating_sub(1);
+        let mut ties = Vec::with_capacity(n_cols);
+        let mut buckets = Vec::with_capacity(n_cols);
+        let mut starts = Vec::new();
+        for c in 0..n_cols {
+            let ys = &vals[ptr[c]..ptr[c + 1]];
+            ties.push(nonzero_tie_term(ys));
+            let (first, last) = match (ys.first(), ys.last()) {
+                (Some(a), Some(b)) => (a.key(), b.key()),
+                _ => (0, 0),
+            };
+            // about two values per bucket
+            let target = (ys.len() / 2).max(1).next_power_of_two() as u64;
+            let mut shift = 0u32;
+            // (keys order like values for positive floats; inputs are checked non-negative before any test)
+            let span = last.saturating_sub(first);
+            while shift < 63 && span >> shift >= target {
+                shift += 1;
+            }
+            let n_buckets = (span >> shift) as usize + 1;
+            let offset = starts.len();
+            starts.resize(offset + n_buckets + 1, 0u32);
+            for &y in ys {
+                let b = ((y.key().saturating_sub(first) >> shift) as usize).min(n_buckets - 1);
+                starts[offset + b + 1] += 1;
+            }
+            for b in 0..n_buckets {
+                starts[offset + b + 1] += starts[offset + b];
+            }
+            buckets.push(Buckets { first, last, shift, offset });
+        }
+        SortedReference { n, ptr, vals, ties, buckets, starts }
+    }
+
+    /// Cells of the reference.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Sorted positive values of column `c`.
+    pub fn column(&self, c: usize) -> &[T] {
+        &self.vals[self.ptr[c]..self.ptr[c + 1]]
+    }
+
+    /// Σ(t³ − t) over column `c`'s distinct positive values.
+    pub fn tie_term(&self, c: usize) -> f64 {
+        self.ties[c]
+    }
+
+    /// (values < v, values ≤ v) in column `c`.
+    #[inline]
+    fn locate(&self, c: usize, v: T) -> (usize, usize) {
+        let ys = self.column(c);
+        let b = self.buckets[c];
+        let k = v.key();
+        if ys.is_empty() || k < b.first {
+            return (0, 0);
+        }
+        if k > b.last {
+            return (ys.len(), ys.len());
+        }
+        let i = b.offset + ((k - b.first) >> b.shift) as usize;
+        // k ≤ b.last keeps i within the column's buckets
+        let (s, e) = (self.starts[i] as usize, self.starts[i + 1] as usize);
+        let seg = &ys[s..e];
+        (s + seg.partition_point(|&y| y < v), s + seg.partition_point(|&y| y <= v))
+    }
+
+    /// [`rank_sum_and_ties_vs`] of the sorted positive target values `x_nz` (of `n1` cells) against column `c`.
+    pub fn rank_sum_and_ties(&self, x_nz: &[T], n1: usize, c: usize) -> (f64, f64) {
+        let zx = n1 - x_nz.len();
+        let zy = self.n - self.column(c).len();
+        let t0 = (zx + zy) as f64;
+        let mut r1 = zx as f64 * (t0 + 1.0) / 2.0;
+        let mut ties = t0 * t0 * t0 - t0 + self.ties[c];
+        let mut i = 0usize;
+        while i < x_nz.len() {
+            let v = x_nz[i];
+            let i0 = i;
+            while i < x_nz.len() && x_nz[i] == v {
+                i += 1;
+            }
+            let a = (i - i0) as f64;
+            let (lo, hi) = self.locate(c, v);
+            let b = (hi - lo) as f64;
+            let below = (zx + zy + i0 + lo) as f64;
+            r1 += a * (below + (a + b + 1.0) / 2.0);
+            let t = a + b;
+            ties += (t * t * t - t) - (b * b * b - b);
+        }
+        (r1, ties)
+    }
+}
+
 /// The first index `>= from` where `pred` turns false (`pred` true on a prefix of `ys`): exponential then binary
 /// search.
 fn gallop<T: Copy>(ys: &[T], from: usize, pred: impl Fn(T) -> bool) -> usize {

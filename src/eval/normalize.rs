@@ -42,37 +42,41 @@ impl ScanStats {
 
     /// Add the next cell's stored values.
     pub fn push_cell(&mut self, values: &[f32]) {
-        let mut total = 0.0f64;
-        let mut nz = 0u32;
+        let (mut total, mut nz) = (0.0f64, 0u32);
+        let (mut min, mut max) = (self.min, self.max);
+        let (mut n_nan, mut n_inf, mut n_negative) = (0u64, 0u64, 0u64);
+        let mut any_fractional = self.any_fractional;
         for &x in values {
-            self.nnz += 1;
-            if x.is_nan() {
-                self.n_nan += 1;
+            if !x.is_finite() {
+                if x.is_nan() {
+                    n_nan += 1;
+                } else {
+                    n_inf += 1;
+                }
                 continue;
             }
-            if x.is_infinite() {
-                self.n_inf += 1;
-                continue;
+            // np.modf keeps the sign, so only positive fractions count (as in cell-eval); once one is seen the
+            // (libm) fract is skipped
+            if !any_fractional && x.fract() > FRACTION_EPS {
+                any_fractional = true;
             }
-            // np.modf keeps the sign, so only positive fractions count (as in cell-eval)
-            if x.fract() > FRACTION_EPS {
-                self.any_fractional = true;
-            }
-            if x < 0.0 {
-                self.n_negative += 1;
-            }
-            self.min = self.min.min(x);
-            self.max = self.max.max(x);
+            n_negative += u64::from(x < 0.0);
+            min = min.min(x);
+            max = max.max(x);
             total += x as f64;
-            if x != 0.0 {
-                nz += 1;
-            }
+            nz += u32::from(x != 0.0);
         }
         if values.len() < self.n_vars {
             // implicit zeros
-            self.min = self.min.min(0.0);
-            self.max = self.max.max(0.0);
+            min = min.min(0.0);
+            max = max.max(0.0);
         }
+        self.nnz += values.len() as u64;
+        self.n_nan += n_nan;
+        self.n_inf += n_inf;
+        self.n_negative += n_negative;
+        self.any_fractional = any_fractional;
+        (self.min, self.max) = (min, max);
         self.cell_totals.push(total as f32);
         self.cell_nnz.push(nz);
     }

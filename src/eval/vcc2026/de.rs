@@ -10,7 +10,7 @@
 
 use super::{Rows, CELL_TARGET_SUM, DE_EPSILON, MIN_CPM};
 use crate::eval::bh::bh_adjust;
-use crate::eval::mwu::{ndtr, nonzero_tie_term, rank_sum_and_ties_vs};
+use crate::eval::mwu::{ndtr, SortedReference};
 
 /// Per-cell CPM of a group: mean CPM per gene and, for the `keep` genes, sorted non-zero `log1p(CPM)` per gene.
 struct CpmColumns {
@@ -85,9 +85,8 @@ pub struct Reference {
     pub mean: Vec<f64>,
     /// Gated genes (control mean CPM > 5), ascending.
     pub genes: Vec<usize>,
-    cols: CpmColumns,
-    /// Per gated gene, Σ(t³ − t) over the control's distinct non-zero values (`mwu::rank_sum_and_ties_vs`).
-    ties: Vec<f64>,
+    /// Per gated gene: sorted non-zero log1p(CPM), tie term, bucket table.
+    cols: SortedReference<f64>,
 }
 
 impl Reference {
@@ -95,9 +94,8 @@ impl Reference {
     pub fn build(rows: &Rows, n_vars: usize) -> Self {
         let pre = cpm_columns(rows, n_vars, None);
         let genes: Vec<usize> = (0..n_vars).filter(|&g| pre.mean[g] > MIN_CPM).collect();
-        let cols = cpm_columns(rows, n_vars, Some(&genes));
-        let ties = (0..genes.len()).map(|k| nonzero_tie_term(cols.gene(k))).collect();
-        Reference { n: cols.n, mean: cols.mean.clone(), genes, cols, ties }
+        let CpmColumns { n, ptr, vals, .. } = cpm_columns(rows, n_vars, Some(&genes));
+        Reference { n, mean: pre.mean, genes, cols: SortedReference::new(n, ptr, vals) }
     }
 }
 
@@ -120,7 +118,7 @@ pub fn test_group(rows: &Rows, reference: &Reference) -> GroupDe {
     let mut p = Vec::with_capacity(reference.genes.len());
     for (k, &g) in reference.genes.iter().enumerate() {
         lfc.push(((cols.mean[g] + DE_EPSILON) / (reference.mean[g] + DE_EPSILON)).log2());
-        let (r1, ties) = rank_sum_and_ties_vs(cols.gene(k), n1, reference.cols.gene(k), n2, reference.ties[k]);
+        let (r1, ties) = reference.cols.rank_sum_and_ties(cols.gene(k), n1, k);
         // scanpy: T = 1 - Σ(t³-t)/(N³-N); std = sqrt(T·n1·n2·(N+1)/12); z = (R1 - n1(N+1)/2)/std
         let t = 1.0 - ties / (nn * nn * nn - nn);
         let sd = (t * n1f * n2f * (nn + 1.0) / 12.0).sqrt();

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 
 use super::error::EvalError;
-use super::input::{stream_chunks, CellSource};
+use super::input::{stream_rows, CellSource};
 use crate::progress::Progress;
 
 /// `bulk_target_sum` (pseudobulk, expression + PDS).
@@ -186,12 +186,9 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
     if want.is_empty() {
         return Ok(out);
     }
-    let last_row = want[want.len() - 1].0;
-    let mut done = false;
-    let res = stream_chunks(side.source, &side.name, side.chunk_rows, progress, |start, m| {
-        if done {
-            return Ok(());
-        }
+    // only the rows from the first wanted to the last wanted are read
+    let rows_needed = want[0].0..want[want.len() - 1].0 + 1;
+    let res = stream_rows(side.source, &side.name, side.chunk_rows, rows_needed, progress, |start, m| {
         let end = start + m.rows();
         while k < want.len() && want[k].0 < end {
             let (r, slot) = want[k];
@@ -212,9 +209,6 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
                 staged[slot].push((pos, one));
             }
             k += 1;
-        }
-        if start + m.rows() > last_row {
-            done = true;
         }
         Ok(())
     });
