@@ -6,7 +6,7 @@
 //! succeeded, so a failed run leaves nothing half-written.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ndarray::Array2;
 
@@ -158,34 +158,70 @@ fn evaluate_group(
     let need_de = !set.de_metrics().is_empty();
     let need_bulk = !set.anndata_metrics().is_empty();
 
-    let side =
-        |file: &PreparedFile, given: &Option<PathBuf>, name: &str| -> Result<(Option<DeTable>, Option<Pseudobulk>)> {
-            let (de, bulk) = match (need_de, given) {
-                (true, Some(csv)) => (Some(read_de_csv(csv)?), None),
-                (true, None) if need_bulk => {
-                    let (de, bulk) = compute_de_and_pseudobulk(file, &opts.de, progress)?;
-                    (Some(de), Some(bulk))
-                }
-                (true, None) => (Some(compute_de(file, &opts.de, progress)?), None),
-                (false, _) => (None, None),
-            };
-            let bulk = match (need_bulk, bulk) {
-                (true, None) => Some(compute_pseudobulk(file, progress)?),
-                (_, b) => b,
-            };
-            if let (Some(table), true) = (&de, opts.write_de) {
-                write_de_csv(table, &staging.join(format!("{prefix}{name}_de.csv")))?;
+    // DE CSVs are written on their own threads (overlapping the pred DE and the metrics); joined below.
+    let mut writers: Vec<std::thread::JoinHandle<Result<()>>> = Vec::new();
+    let mut side = |file: &PreparedFile, given: &Option<PathBuf>, name: &str| -> Result<(Option<Arc<DeTable>>, Option<Pseudobulk>)> {
+        let (de, bulk) = match (need_de, given) {
+            (true, Some(csv)) => (Some(read_de_csv(csv)?), None),
+            (true, None) if need_bulk => {
+                let (de, bulk) = compute_de_and_pseudobulk(file, &opts.de, progress)?;
+                (Some(de), Some(bulk))
             }
-            Ok((de, bulk))
+            (true, None) => (Some(compute_de(file, &opts.de, progress)?), None),
+            (false, _) => (None, None),
         };
-    let (real_de, real_bulk) = side(&real, &opts.de_real, "real")?;
-    let (pred_de, pred_bulk) = side(&pred, &opts.de_pred, "pred")?;
+        let bulk = match (need_bulk, bulk) {
+            (true, None) => Some(compute_pseudobulk(file, progress)?),
+            (_, b) => b,
+        };
+        let de = de.map(Arc::new);
+        if let (Some(table), true) = (&de, opts.write_de) {
+            let (table, path) = (Arc::clone(table), staging.join(format!("{prefix}{name}_de.csv")));
+            writers.push(std::thread::spawn(move || Ok(write_de_csv(&table, &path)?)));
+        }
+        Ok((de, bulk))
+    };
+    let real_side = side(&real, &opts.de_real, "real");
+    let pred_side = real_side.as_ref().ok().map(|_| side(&pred, &opts.de_pred, "pred"));
+    let outcome = (|| {
+        let (real_de, real_bulk) = real_side?;
+        let (pred_de, pred_bulk) = pred_side.ok_or(EvalError::Cancelled)??;
+        finish_group(opts, &set, (&real, &pred), (real_de, real_bulk), (pred_de, pred_bulk), celltype, staging, progress)
+    })();
+    // every writer is joined, also when something failed, so no thread outlives the staging folder
+    let mut written = Ok(());
+    for w in writers {
+        let res = w.join().unwrap_or_else(|_| Err(output_err(staging, "DE CSV writer panicked")));
+        if written.is_ok() {
+            written = res;
+        }
+    }
+    let out = outcome?;
+    written?;
+    Ok(out)
+}
 
+type SideTables = (Option<Arc<DeTable>>, Option<Pseudobulk>);
+
+/// Metrics, `describe` and the results files of one group, once both sides' DE and pseudobulks exist.
+#[allow(clippy::too_many_arguments)]
+fn finish_group(
+    opts: &EvalOptions,
+    set: &MetricSet,
+    (real, pred): (&PreparedFile, &PreparedFile),
+    (real_de, real_bulk): SideTables,
+    (pred_de, pred_bulk): SideTables,
+    celltype: &str,
+    staging: &Path,
+    progress: &dyn Progress,
+) -> Result<EvalOutput> {
+    let prefix = if celltype.is_empty() { String::new() } else { format!("{celltype}_") };
+    let need_bulk = !set.anndata_metrics().is_empty();
     let embed = match &opts.embed_key {
-        Some(key) if need_bulk => Some((compute_pseudobulk_obsm(&real, key)?, compute_pseudobulk_obsm(&pred, key)?)),
+        Some(key) if need_bulk => Some((compute_pseudobulk_obsm(real, key)?, compute_pseudobulk_obsm(pred, key)?)),
         _ => None,
     };
-    let cells = PreparedCells::new(&real, &pred, opts.embed_key.clone());
+    let cells = PreparedCells::new(real, pred, opts.embed_key.clone());
     let anndata = match (&real_bulk, &pred_bulk) {
         (Some(r), Some(p)) => Some(AnndataInput {
             control: &opts.input.control,
@@ -198,11 +234,11 @@ fn evaluate_group(
         _ => None,
     };
     let de = match (&real_de, &pred_de) {
-        (Some(r), Some(p)) => Some((r, p)),
+        (Some(r), Some(p)) => Some((&**r, &**p)),
         _ => None,
     };
     progress.stage("metrics", 0);
-    let results = compute_metrics(&set, de, anndata.as_ref())?;
+    let results = compute_metrics(set, de, anndata.as_ref())?;
     let agg = describe(&results);
     write_results(&staging.join(format!("{prefix}results.csv")), &results).map_err(|e| output_err(staging, e))?;
     write_agg(&staging.join(format!("{prefix}agg_results.csv")), &agg).map_err(|e| output_err(staging, e))?;
