@@ -326,18 +326,35 @@ fn run(
             slot[file.control_code] = rows.len();
             rows.push(GroupRows::with_capacity(cat_nnz[file.control_code] as usize, file.counts[file.control_code]));
         }
-        let mut pb_pass = if pass == 0 { pb.as_mut() } else { None };
-        file.for_each_chunk(progress, |start, m| {
+        // Each row is read in the one pass that handles its category: the pass of its group, or the first pass
+        // for the control and for categories that are not tested (the pseudobulk needs every category's rows).
+        // Within a category rows keep their file order, so the pseudobulk sums are unchanged.
+        const PSEUDOBULK_ONLY: usize = usize::MAX - 1;
+        if pass == 0 {
+            let in_batches: std::collections::HashSet<usize> = batches.iter().flatten().copied().collect();
+            for (c, s) in slot.iter_mut().enumerate() {
+                if *s == usize::MAX && !in_batches.contains(&c) {
+                    *s = PSEUDOBULK_ONLY;
+                }
+            }
+        }
+        let mut pb_acc = pb.as_mut();
+        let wanted = |r: usize| {
+            file.pert.codes.get(r).is_some_and(|&c| c >= 0 && slot.get(c as usize).is_some_and(|&k| k != usize::MAX))
+        };
+        file.for_each_chunk_where(progress, Some(&wanted), |start, m| {
             for (r, row) in m.outer_iterator().enumerate() {
                 let code = file.pert.codes[start + r];
-                if code < 0 {
+                let Some(k) = usize::try_from(code).ok().and_then(|c| slot.get(c).copied()) else {
+                    continue;
+                };
+                if k == usize::MAX {
                     continue;
                 }
-                let code = code as usize;
-                if let Some(acc) = pb_pass.as_deref_mut() {
-                    acc.add_sparse(code, row.indices(), row.data());
+                if let Some(acc) = pb_acc.as_deref_mut() {
+                    acc.add_sparse(code as usize, row.indices(), row.data());
                 }
-                if let Some(k) = slot.get(code).copied().filter(|&k| k != usize::MAX) {
+                if k != PSEUDOBULK_ONLY {
                     rows[k].push_row(row.indices(), row.data());
                 }
             }

@@ -39,6 +39,12 @@ pub trait CellSource: Send + Sync {
     fn read_rows(&self, start: usize, end: usize) -> Result<CsrMatrix>;
     /// An `obsm` entry (`n_obs × d`).
     fn read_obsm(&self, key: &str) -> Result<Array2<f32>>;
+    /// [`Self::read_rows`], where rows with `keep(row) == false` may come back empty (a pass that needs few rows
+    /// skips decoding the others).
+    fn read_rows_where(&self, start: usize, end: usize, keep: &dyn Fn(usize) -> bool) -> Result<CsrMatrix> {
+        let _ = keep;
+        self.read_rows(start, end)
+    }
     /// Stored entries of `X` if known cheaply (for chunk sizing).
     fn nnz_hint(&self) -> Option<u64> {
         None
@@ -123,6 +129,9 @@ impl CellSource for H5adReader {
     }
     fn read_rows(&self, start: usize, end: usize) -> Result<CsrMatrix> {
         self.read_x_rows(start, end).map_err(h5ad_err)
+    }
+    fn read_rows_where(&self, start: usize, end: usize, keep: &dyn Fn(usize) -> bool) -> Result<CsrMatrix> {
+        self.read_x_rows_where(start, end, keep).map_err(h5ad_err)
     }
     fn read_obsm(&self, key: &str) -> Result<Array2<f32>> {
         H5adReader::read_obsm(self, key).map_err(h5ad_err)
@@ -237,9 +246,20 @@ impl PreparedFile {
     pub fn for_each_chunk(
         &self,
         progress: &dyn Progress,
+        f: impl FnMut(usize, &CsrMatrix) -> Result<()>,
+    ) -> Result<()> {
+        self.for_each_chunk_where(progress, None, f)
+    }
+
+    /// [`Self::for_each_chunk`] where only the rows with `keep(row)` are needed (the others may be empty).
+    pub fn for_each_chunk_where(
+        &self,
+        progress: &dyn Progress,
+        keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
         mut f: impl FnMut(usize, &CsrMatrix) -> Result<()>,
     ) -> Result<()> {
-        stream_chunks(self.source.as_ref(), &self.name(), self.chunk_rows, progress, |start, mut m| {
+        let (source, n_obs) = (self.source.as_ref(), self.n_obs);
+        stream_rows_where(source, &self.name(), self.chunk_rows, 0..n_obs, keep, progress, |start, mut m| {
             if !self.transform.is_identity() {
                 for (r, mut row) in m.outer_iterator_mut().enumerate() {
                     for (_, v) in row.iter_mut() {
@@ -287,6 +307,19 @@ pub(crate) fn stream_rows(
     chunk_rows: usize,
     range: std::ops::Range<usize>,
     progress: &dyn Progress,
+    f: impl FnMut(usize, CsrMatrix) -> Result<()>,
+) -> Result<()> {
+    stream_rows_where(source, name, chunk_rows, range, None, progress, f)
+}
+
+/// [`stream_rows`] where only the rows with `keep(row)` are needed (the others may come back empty).
+pub(crate) fn stream_rows_where(
+    source: &dyn CellSource,
+    name: &str,
+    chunk_rows: usize,
+    range: std::ops::Range<usize>,
+    keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
+    progress: &dyn Progress,
     mut f: impl FnMut(usize, CsrMatrix) -> Result<()>,
 ) -> Result<()> {
     let n_vars = source.shape().1;
@@ -298,7 +331,11 @@ pub(crate) fn stream_rows(
             let mut start = range.start;
             while start < end_row {
                 let end = (start + step).min(end_row);
-                let block = source.read_rows(start, end).and_then(|m| {
+                let block = match keep {
+                    Some(k) => source.read_rows_where(start, end, k),
+                    None => source.read_rows(start, end),
+                };
+                let block = block.and_then(|m| {
                     if m.rows() != end - start || m.cols() != n_vars || !m.is_csr() {
                         return Err(EvalError::BadBlock {
                             file: name.to_owned(),

@@ -160,7 +160,10 @@ fn evaluate_group(
 
     // DE CSVs are written on their own threads (overlapping the pred DE and the metrics); joined below.
     let mut writers: Vec<std::thread::JoinHandle<Result<()>>> = Vec::new();
-    let mut side = |file: &PreparedFile, given: &Option<PathBuf>, name: &str| -> Result<(Option<Arc<DeTable>>, Option<Pseudobulk>)> {
+    let mut side = |file: &PreparedFile,
+                    given: &Option<PathBuf>,
+                    name: &str|
+     -> Result<(Option<Arc<DeTable>>, Option<Pseudobulk>)> {
         let (de, bulk) = match (need_de, given) {
             (true, Some(csv)) => (Some(read_de_csv(csv)?), None),
             (true, None) if need_bulk => {
@@ -186,7 +189,16 @@ fn evaluate_group(
     let outcome = (|| {
         let (real_de, real_bulk) = real_side?;
         let (pred_de, pred_bulk) = pred_side.ok_or(EvalError::Cancelled)??;
-        finish_group(opts, &set, (&real, &pred), (real_de, real_bulk), (pred_de, pred_bulk), celltype, staging, progress)
+        finish_group(
+            opts,
+            &set,
+            (&real, &pred),
+            (real_de, real_bulk),
+            (pred_de, pred_bulk),
+            celltype,
+            staging,
+            progress,
+        )
     })();
     // every writer is joined, also when something failed, so no thread outlives the staging folder
     let mut written = Ok(());

@@ -151,6 +151,33 @@ pub(crate) fn read_indices_u32(
     Ok(raw.into_iter().map(|v| v as u32).collect())
 }
 
+/// Column indices as stored, without conversion or checks, for [`crate::data::h5ad::H5adReader::read_x_rows_where`]:
+/// int32 (anndata's default) as is, other integer types through [`read_u64`] (checked non-negative).
+pub(crate) enum RawIndices {
+    I32(Vec<i32>),
+    U64(Vec<u64>),
+}
+
+pub(crate) fn read_indices_raw(ctx: Ctx<'_>, c: &Container, element: &str, range: Range<usize>) -> Result<RawIndices> {
+    let desc = descriptor(ctx, c, element)?;
+    if let Desc::Known(TD::Integer(hdf5::types::IntSize::U4)) = desc {
+        return Ok(RawIndices::I32(read_vec::<i32>(c, Some(range)).at(ctx, element)?));
+    }
+    Ok(RawIndices::U64(read_u64(ctx, c, element, Some(range))?))
+}
+
+impl RawIndices {
+    /// Entry `k` as u32 if it is below `bound`.
+    #[inline]
+    pub(crate) fn get_below(&self, k: usize, bound: usize) -> Option<u32> {
+        let v = match self {
+            RawIndices::I32(v) => u64::try_from(*v.get(k)?).ok()?,
+            RawIndices::U64(v) => *v.get(k)?,
+        };
+        (v < bound as u64).then_some(v as u32)
+    }
+}
+
 /// Booleans (HDF5 FALSE/TRUE enum as h5py writes them); integers are accepted as `!= 0`.
 pub(crate) fn read_bool(ctx: Ctx<'_>, c: &Container, element: &str, range: Option<Range<usize>>) -> Result<Vec<bool>> {
     let desc = descriptor(ctx, c, element)?;

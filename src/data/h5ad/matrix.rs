@@ -235,6 +235,44 @@ impl SparseNode {
         build_csr(ctx, &self.element, (end - start, self.shape.1), local, indices, data)
     }
 
+    /// [`Self::read_csr_rows`] keeping only the rows where `keep(row)` holds (the others come back empty): the
+    /// slice is read as stored and only the kept rows are converted and checked, so a pass that wants a few
+    /// rows of every chunk pays for little more than the read itself.
+    pub fn read_csr_rows_where(
+        &self,
+        ctx: Ctx<'_>,
+        indptr: &[usize],
+        start: usize,
+        end: usize,
+        keep: &dyn Fn(usize) -> bool,
+    ) -> Result<CsrMatrix> {
+        check_range(ctx, &self.element, start, end, self.shape.0)?;
+        let bounds = indptr.get(start).zip(indptr.get(end));
+        let (&a, &b) = bounds.ok_or_else(|| ctx.invalid(&self.element, "indptr too short"))?;
+        let idx_element = format!("{}/indices", self.element);
+        let raw = hdf::read_indices_raw(ctx, &self.indices, &idx_element, a..b)?;
+        let data = hdf::read_f32(ctx, &self.data, &format!("{}/data", self.element), Some(a..b))?;
+        let (mut out_ptr, mut indices, mut vals) = (Vec::with_capacity(end - start + 1), Vec::new(), Vec::new());
+        out_ptr.push(0usize);
+        for r in start..end {
+            if keep(r) {
+                let (s, e) = (indptr[r] - a, indptr[r + 1] - a);
+                for k in s..e {
+                    let c = raw.get_below(k, self.shape.1).ok_or_else(|| {
+                        ctx.invalid(
+                            &idx_element,
+                            format!("indices[{}] out of range (n_vars = {})", a + k, self.shape.1),
+                        )
+                    })?;
+                    indices.push(c);
+                }
+                vals.extend_from_slice(data.get(s..e).unwrap_or_default());
+            }
+            out_ptr.push(indices.len());
+        }
+        build_csr(ctx, &self.element, (end - start, self.shape.1), out_ptr, indices, vals)
+    }
+
     /// A whole CSC matrix, transposed into CSR (rows come out with sorted columns).
     fn read_csc_as_csr(&self, ctx: Ctx<'_>) -> Result<CsrMatrix> {
         let (n_rows, n_cols) = self.shape;

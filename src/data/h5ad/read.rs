@@ -167,6 +167,25 @@ impl H5adReader {
         }
     }
 
+    /// [`Self::read_x_rows`] with only the rows where `keep(row)` holds filled in (others empty). Dense and CSC `X`
+    /// are read whole and filtered.
+    pub fn read_x_rows_where(&self, start: usize, end: usize, keep: &dyn Fn(usize) -> bool) -> Result<CsrMatrix> {
+        let ctx = self.ctx();
+        match self.x_node()? {
+            MatrixNode::Sparse(s) if !s.csc => {
+                let indptr = match self.x_indptr.get() {
+                    Some(p) => p,
+                    None => {
+                        let p = s.read_indptr(ctx)?;
+                        self.x_indptr.get_or_init(|| p)
+                    }
+                };
+                s.read_csr_rows_where(ctx, indptr, start, end, keep)
+            }
+            _ => self.read_x_rows(start, end),
+        }
+    }
+
     /// The whole X: `Sparse` for CSR and CSC (converted to CSR), `Dense` for a dense dataset.
     pub fn read_x(&self) -> Result<XMatrix> {
         self.x_node()?.read_all(self.ctx())
