@@ -45,6 +45,12 @@ pub trait CellSource: Send + Sync {
         let _ = keep;
         self.read_rows(start, end)
     }
+    /// The stored values of rows `start..end` with row offsets, if the source can give them without decoding
+    /// the column indices (`Ok(None)`: use [`Self::read_rows`]).
+    fn read_values(&self, start: usize, end: usize) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        let _ = (start, end);
+        Ok(None)
+    }
     /// Stored entries of `X` if known cheaply (for chunk sizing).
     fn nnz_hint(&self) -> Option<u64> {
         None
@@ -132,6 +138,9 @@ impl CellSource for H5adReader {
     }
     fn read_rows_where(&self, start: usize, end: usize, keep: &dyn Fn(usize) -> bool) -> Result<CsrMatrix> {
         self.read_x_rows_where(start, end, keep).map_err(h5ad_err)
+    }
+    fn read_values(&self, start: usize, end: usize) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        self.read_x_values(start, end).map_err(h5ad_err)
     }
     fn read_obsm(&self, key: &str) -> Result<Array2<f32>> {
         H5adReader::read_obsm(self, key).map_err(h5ad_err)
@@ -324,31 +333,51 @@ pub(crate) fn stream_rows_where(
 ) -> Result<()> {
     let n_vars = source.shape().1;
     let end_row = range.end.min(source.shape().0);
+    let read = |start: usize, end: usize| {
+        let m = match keep {
+            Some(k) => source.read_rows_where(start, end, k)?,
+            None => source.read_rows(start, end)?,
+        };
+        if m.rows() != end - start || m.cols() != n_vars || !m.is_csr() {
+            return Err(EvalError::BadBlock {
+                file: name.to_owned(),
+                start,
+                end,
+                rows: m.rows(),
+                cols: m.cols(),
+                expected_rows: end - start,
+                n_vars,
+            });
+        }
+        Ok(m)
+    };
+    prefetched(range.start..end_row, chunk_rows, read, progress, |start, m: CsrMatrix| {
+        let rows = m.rows();
+        f(start, m)?;
+        progress.advance(rows as u64);
+        Ok(())
+    })
+}
+
+/// Blocks `read(start, end)` of `chunk_rows` rows over `range`, handed to `f` in order. A reader thread reads
+/// the next block while `f` works on the current one (one block in flight), so reading and the caller's work
+/// overlap on two cores. An error on either side stops both; cancellation is checked between blocks.
+fn prefetched<T: Send>(
+    range: std::ops::Range<usize>,
+    chunk_rows: usize,
+    read: impl Fn(usize, usize) -> Result<T> + Sync,
+    progress: &dyn Progress,
+    mut f: impl FnMut(usize, T) -> Result<()>,
+) -> Result<()> {
     let step = chunk_rows.max(1);
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(usize, CsrMatrix)>>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(usize, T)>>(1);
+        let read = &read;
         scope.spawn(move || {
             let mut start = range.start;
-            while start < end_row {
-                let end = (start + step).min(end_row);
-                let block = match keep {
-                    Some(k) => source.read_rows_where(start, end, k),
-                    None => source.read_rows(start, end),
-                };
-                let block = block.and_then(|m| {
-                    if m.rows() != end - start || m.cols() != n_vars || !m.is_csr() {
-                        return Err(EvalError::BadBlock {
-                            file: name.to_owned(),
-                            start,
-                            end,
-                            rows: m.rows(),
-                            cols: m.cols(),
-                            expected_rows: end - start,
-                            n_vars,
-                        });
-                    }
-                    Ok((start, m))
-                });
+            while start < range.end {
+                let end = (start + step).min(range.end);
+                let block = read(start, end).map(|b| (start, b));
                 let failed = block.is_err();
                 // a closed channel means the consumer stopped (error or cancel)
                 if tx.send(block).is_err() || failed {
@@ -361,10 +390,8 @@ pub(crate) fn stream_rows_where(
             if progress.cancelled() {
                 return Err(EvalError::Cancelled);
             }
-            let (start, m) = block?;
-            let rows = m.rows();
-            f(start, m)?;
-            progress.advance(rows as u64);
+            let (start, b) = block?;
+            f(start, b)?;
         }
         Ok(())
     })
@@ -395,10 +422,34 @@ fn scan(path: &Path, source: Box<dyn CellSource>, opts: &InputOptions, progress:
     let chunk_rows = chunk_rows_for(source.as_ref(), opts.chunk_nnz);
     progress.stage(&format!("scanning {name}"), n_obs as u64);
     let mut stats = ScanStats::new(n_obs, n_vars);
-    stream_chunks(source.as_ref(), &name, chunk_rows, progress, |_, m| {
-        for row in m.outer_iterator() {
-            stats.push_cell(row.data());
+    // Only the values are needed: a CSR file is scanned without reading or checking `indices` (each row's
+    // indices are checked when a later pass reads the row).
+    let src = source.as_ref();
+    let read = |start: usize, end: usize| -> Result<(Vec<usize>, Vec<f32>)> {
+        if let Some(v) = src.read_values(start, end)? {
+            return Ok(v);
         }
+        let m = src.read_rows(start, end)?;
+        if m.rows() != end - start {
+            return Err(EvalError::BadBlock {
+                file: name.clone(),
+                start,
+                end,
+                rows: m.rows(),
+                cols: m.cols(),
+                expected_rows: end - start,
+                n_vars,
+            });
+        }
+        let offsets =
+            m.indptr().as_slice().map(<[usize]>::to_vec).unwrap_or_else(|| m.indptr().to_proper().into_owned());
+        Ok((offsets, m.data().to_vec()))
+    };
+    prefetched(0..n_obs, chunk_rows, read, progress, |_, (offsets, values)| {
+        for w in offsets.windows(2) {
+            stats.push_cell(values.get(w[0]..w[1]).unwrap_or_default());
+        }
+        progress.advance(offsets.len().saturating_sub(1) as u64);
         Ok(())
     })?;
     let transform = decide_transform(&name, &stats, opts.allow_discrete)?;

@@ -176,6 +176,14 @@ impl RawIndices {
         };
         (v < bound as u64).then_some(v as u32)
     }
+
+    /// Entry `k` as stored (for messages).
+    pub(crate) fn get_i128(&self, k: usize) -> Option<i128> {
+        match self {
+            RawIndices::I32(v) => v.get(k).map(|&x| i128::from(x)),
+            RawIndices::U64(v) => v.get(k).map(|&x| i128::from(x)),
+        }
+    }
 }
 
 /// Booleans (HDF5 FALSE/TRUE enum as h5py writes them); integers are accepted as `!= 0`.

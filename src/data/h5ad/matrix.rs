@@ -259,9 +259,10 @@ impl SparseNode {
                 let (s, e) = (indptr[r] - a, indptr[r + 1] - a);
                 for k in s..e {
                     let c = raw.get_below(k, self.shape.1).ok_or_else(|| {
+                        let v = raw.get_i128(k).unwrap_or_default();
                         ctx.invalid(
                             &idx_element,
-                            format!("indices[{}] out of range (n_vars = {})", a + k, self.shape.1),
+                            format!("indices[{}] = {v} out of range (n_vars = {})", a + k, self.shape.1),
                         )
                     })?;
                     indices.push(c);
@@ -271,6 +272,23 @@ impl SparseNode {
             out_ptr.push(indices.len());
         }
         build_csr(ctx, &self.element, (end - start, self.shape.1), out_ptr, indices, vals)
+    }
+
+    /// The stored values of rows `[start, end)` and their offsets (`offsets[i]..offsets[i + 1]` is row
+    /// `start + i`), without reading or checking `indices`: for passes that only look at values.
+    pub fn read_csr_values(
+        &self,
+        ctx: Ctx<'_>,
+        indptr: &[usize],
+        start: usize,
+        end: usize,
+    ) -> Result<(Vec<usize>, Vec<f32>)> {
+        check_range(ctx, &self.element, start, end, self.shape.0)?;
+        let bounds = indptr.get(start).zip(indptr.get(end));
+        let (&a, &b) = bounds.ok_or_else(|| ctx.invalid(&self.element, "indptr too short"))?;
+        let data = hdf::read_f32(ctx, &self.data, &format!("{}/data", self.element), Some(a..b))?;
+        let offsets = indptr.get(start..=end).unwrap_or_default().iter().map(|p| p - a).collect();
+        Ok((offsets, data))
     }
 
     /// A whole CSC matrix, transposed into CSR (rows come out with sorted columns).

@@ -186,6 +186,25 @@ impl H5adReader {
         }
     }
 
+    /// The stored values of rows `[start, end)` of a CSR `X` with their row offsets, `indices` not read (see
+    /// `SparseNode::read_csr_values`); `None` when `X` is not CSR.
+    pub fn read_x_values(&self, start: usize, end: usize) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        let ctx = self.ctx();
+        match self.x_node()? {
+            MatrixNode::Sparse(s) if !s.csc => {
+                let indptr = match self.x_indptr.get() {
+                    Some(p) => p,
+                    None => {
+                        let p = s.read_indptr(ctx)?;
+                        self.x_indptr.get_or_init(|| p)
+                    }
+                };
+                s.read_csr_values(ctx, indptr, start, end).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The whole X: `Sparse` for CSR and CSC (converted to CSR), `Dense` for a dense dataset.
     pub fn read_x(&self) -> Result<XMatrix> {
         self.x_node()?.read_all(self.ctx())
