@@ -161,6 +161,9 @@ pub fn percent_change(t: f32, r: f32) -> f64 {
 /// cache while every group of the batch is tested against them.
 const GENE_BLOCK: usize = 128;
 
+/// Groups tested at once (their sorted columns are held together).
+const TEST_GROUPS_AT_ONCE: usize = 16;
+
 /// Test a batch of groups against the reference.
 ///
 /// Each group is first reduced to its column means and per-gene sorted values (its rows are dropped then).
@@ -372,8 +375,14 @@ fn run(
         }
         let reference = reference.as_ref().ok_or(EvalError::Cancelled)?;
         progress.stage(&format!("DE {}: testing {} groups", file.name(), batch.len()), batch.len() as u64);
-        let sizes: Vec<usize> = batch.iter().map(|&g| file.counts[g]).collect();
-        let results = test_batch(rows, &sizes, n_vars, file.encoding, reference, progress);
+        // a few groups at a time: their sorted columns stay small
+        let mut results = Vec::with_capacity(batch.len());
+        let mut rows = rows.into_iter();
+        for sub in batch.chunks(TEST_GROUPS_AT_ONCE) {
+            let sizes: Vec<usize> = sub.iter().map(|&g| file.counts[g]).collect();
+            let sub_rows: Vec<GroupRows> = rows.by_ref().take(sub.len()).collect();
+            results.extend(test_batch(sub_rows, &sizes, n_vars, file.encoding, reference, progress));
+        }
         if progress.cancelled() {
             return Err(EvalError::Cancelled);
         }

@@ -359,6 +359,44 @@ pub(crate) fn stream_rows_where(
     })
 }
 
+/// Every row's stored values, in order: `f(row, values)`. A CSR file is read without its `indices` (each row's
+/// indices are checked by the pass that later reads the row); other sources go through [`CellSource::read_rows`].
+pub(crate) fn stream_values(
+    source: &dyn CellSource,
+    name: &str,
+    chunk_rows: usize,
+    progress: &dyn Progress,
+    mut f: impl FnMut(usize, &[f32]) -> Result<()>,
+) -> Result<()> {
+    let (n_obs, n_vars) = source.shape();
+    let read = |start: usize, end: usize| -> Result<(Vec<usize>, Vec<f32>)> {
+        if let Some(v) = source.read_values(start, end)? {
+            return Ok(v);
+        }
+        let m = source.read_rows(start, end)?;
+        if m.rows() != end - start {
+            return Err(EvalError::BadBlock {
+                file: name.to_owned(),
+                start,
+                end,
+                rows: m.rows(),
+                cols: m.cols(),
+                expected_rows: end - start,
+                n_vars,
+            });
+        }
+        let offsets = m.indptr().to_proper().into_owned();
+        Ok((offsets, m.data().to_vec()))
+    };
+    prefetched(0..n_obs, chunk_rows, read, progress, |start, (offsets, values)| {
+        for (r, w) in offsets.windows(2).enumerate() {
+            f(start + r, values.get(w[0]..w[1]).unwrap_or_default())?;
+        }
+        progress.advance(offsets.len().saturating_sub(1) as u64);
+        Ok(())
+    })
+}
+
 /// Blocks `read(start, end)` of `chunk_rows` rows over `range`, handed to `f` in order. A reader thread reads
 /// the next block while `f` works on the current one (one block in flight), so reading and the caller's work
 /// overlap on two cores. An error on either side stops both; cancellation is checked between blocks.
@@ -422,34 +460,8 @@ fn scan(path: &Path, source: Box<dyn CellSource>, opts: &InputOptions, progress:
     let chunk_rows = chunk_rows_for(source.as_ref(), opts.chunk_nnz);
     progress.stage(&format!("scanning {name}"), n_obs as u64);
     let mut stats = ScanStats::new(n_obs, n_vars);
-    // Only the values are needed: a CSR file is scanned without reading or checking `indices` (each row's
-    // indices are checked when a later pass reads the row).
-    let src = source.as_ref();
-    let read = |start: usize, end: usize| -> Result<(Vec<usize>, Vec<f32>)> {
-        if let Some(v) = src.read_values(start, end)? {
-            return Ok(v);
-        }
-        let m = src.read_rows(start, end)?;
-        if m.rows() != end - start {
-            return Err(EvalError::BadBlock {
-                file: name.clone(),
-                start,
-                end,
-                rows: m.rows(),
-                cols: m.cols(),
-                expected_rows: end - start,
-                n_vars,
-            });
-        }
-        let offsets =
-            m.indptr().as_slice().map(<[usize]>::to_vec).unwrap_or_else(|| m.indptr().to_proper().into_owned());
-        Ok((offsets, m.data().to_vec()))
-    };
-    prefetched(0..n_obs, chunk_rows, read, progress, |_, (offsets, values)| {
-        for w in offsets.windows(2) {
-            stats.push_cell(values.get(w[0]..w[1]).unwrap_or_default());
-        }
-        progress.advance(offsets.len().saturating_sub(1) as u64);
+    stream_values(source.as_ref(), &name, chunk_rows, progress, |_, values| {
+        stats.push_cell(values);
         Ok(())
     })?;
     let transform = decide_transform(&name, &stats, opts.allow_discrete)?;

@@ -142,6 +142,13 @@ impl RankKey for u32 {
     }
 }
 
+/// The bit pattern of a positive f64, which orders like the value.
+impl RankKey for u64 {
+    fn key(self) -> u64 {
+        self
+    }
+}
+
 impl RankKey for f64 {
     fn key(self) -> u64 {
         self.to_bits()

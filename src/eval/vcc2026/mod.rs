@@ -318,15 +318,13 @@ pub fn analyse_side(
     for batch in plan_batches(side, &others, opts) {
         progress.stage(&format!("{}: {} groups", side.name, batch.len()), side.source.shape().0 as u64);
         let rows = collect_rows(side, &batch, progress)?;
-        let res: Vec<(Vec<f64>, f64, Option<de::GroupDe>)> = rows
-            .par_iter()
-            .map(|r| {
-                let (b, j) = jackknife::bulk_and_jackknife(r, n_vars);
-                let d = de_ref.map(|rf| de::test_group(r, rf));
-                (b, j, d)
-            })
-            .collect();
-        for (&g, (b, j, d)) in batch.iter().zip(res) {
+        let res: Vec<(Vec<f64>, f64)> = rows.par_iter().map(|r| jackknife::bulk_and_jackknife(r, n_vars)).collect();
+        let des: Vec<Option<de::GroupDe>> = match de_ref {
+            Some(rf) => de::test_batch(&rows.iter().collect::<Vec<_>>(), rf).into_iter().map(Some).collect(),
+            None => vec![None; batch.len()],
+        };
+        drop(rows);
+        for ((&g, (b, j)), d) in batch.iter().zip(res).zip(des) {
             bulk[g] = b;
             jk[g] = j;
             de_rows[g] = d;

@@ -15,7 +15,7 @@ use std::path::Path;
 use super::{Group, Result, Side, Vcc2026Error, MAX_COUNTS_PER_CELL};
 use crate::data::anndata::Categorical;
 use crate::eval::error::short_list;
-use crate::eval::input::{chunk_rows_for, open_h5ad, stream_chunks, CellSource};
+use crate::eval::input::{chunk_rows_for, open_h5ad, stream_values, CellSource};
 use crate::progress::Progress;
 
 /// Options of a vcc2026 run.
@@ -125,21 +125,18 @@ pub fn check_values(
     let mut fractional: Option<(f64, usize)> = None;
     let mut over: Option<(f64, usize)> = None;
     progress.stage(&format!("checking {name}"), source.shape().0 as u64);
-    stream_chunks(source, name, chunk_rows, progress, |start, m| {
-        for (r, row) in m.outer_iterator().enumerate() {
-            let mut total = 0.0f64;
-            for &v in row.data() {
-                if v < 0.0 {
-                    negative = true;
-                }
-                if !allow_fractional && fractional.is_none() && !is_integral(v) {
-                    fractional = Some((v as f64, start + r));
-                }
-                total += v as f64;
+    stream_values(source, name, chunk_rows, progress, |row, values| {
+        let mut total = 0.0f64;
+        for &v in values {
+            negative |= v < 0.0;
+            // an exact integer (fract 0) skips the rounding test
+            if !allow_fractional && fractional.is_none() && v.fract() != 0.0 && !is_integral(v) {
+                fractional = Some((v as f64, row));
             }
-            if over.is_none() && total > MAX_COUNTS_PER_CELL {
-                over = Some((total, start + r));
-            }
+            total += v as f64;
+        }
+        if over.is_none() && total > MAX_COUNTS_PER_CELL {
+            over = Some((total, row));
         }
         Ok(())
     })?;
