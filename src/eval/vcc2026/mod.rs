@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 
 use super::error::EvalError;
-use super::input::{stream_rows, CellSource};
+use super::input::{stream_rows_where, CellSource};
 use crate::progress::Progress;
 
 /// `bulk_target_sum` (pseudobulk, expression + PDS).
@@ -188,7 +188,16 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
     }
     // only the rows from the first wanted to the last wanted are read
     let rows_needed = want[0].0..want[want.len() - 1].0 + 1;
-    let res = stream_rows(side.source, &side.name, side.chunk_rows, rows_needed, progress, |start, m| {
+    // only the wanted rows are decoded
+    let mut wanted_rows = vec![false; side.source.shape().0];
+    for &(r, _) in &want {
+        if let Some(w) = wanted_rows.get_mut(r) {
+            *w = true;
+        }
+    }
+    let keep = |r: usize| wanted_rows.get(r).copied().unwrap_or(false);
+    let keep: &(dyn Fn(usize) -> bool + Sync) = &keep;
+    let res = stream_rows_where(side.source, &side.name, side.chunk_rows, rows_needed, Some(keep), progress, |start, m| {
         let end = start + m.rows();
         while k < want.len() && want[k].0 < end {
             let (r, slot) = want[k];
