@@ -22,6 +22,9 @@ struct CpmColumns {
     vals: Vec<u64>,
 }
 
+/// Counts below this get their log1p(CPM) cached per cell in [`cpm_columns`].
+const SMALL_COUNTS: usize = 64;
+
 fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>) -> CpmColumns {
     let n = rows.n();
     let mut sum = vec![0.0f64; n_vars];
@@ -41,13 +44,25 @@ fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>) -> CpmColumns
         if f == 0.0 {
             f = 1.0;
         }
+        // Counts are mostly small integers and x depends only on (v, cell): log1p(x) of each small count is
+        // computed once per cell (0 = not yet; log1p of a positive x is never +0.0).
+        let mut small = [0u64; SMALL_COUNTS];
         for (&c, &v) in cols.iter().zip(vals) {
             let x = v as f64 / f;
             sum[c as usize] += x;
             if let Some(s) = &slot {
                 let k = s[c as usize];
                 if k != u32::MAX && x > 0.0 {
-                    cpm_all.push((k, x.ln_1p().to_bits()));
+                    let bits = if v.fract() == 0.0 && v < SMALL_COUNTS as f32 {
+                        let e = &mut small[v as usize];
+                        if *e == 0 {
+                            *e = x.ln_1p().to_bits();
+                        }
+                        *e
+                    } else {
+                        x.ln_1p().to_bits()
+                    };
+                    cpm_all.push((k, bits));
                 }
             }
         }
