@@ -49,6 +49,7 @@ val_every = 100
 val_sets = 16
 checkpoint_every = 250
 seed = 42
+precision = "f32"       # "bf16": bf16 matmuls, f32 weights and loss (mixed precision, for GPUs)
 [loss]
 kind = "energy"
 "#;
