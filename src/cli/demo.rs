@@ -198,6 +198,7 @@ fn pipeline(args: &DemoArgs, p: &Paths, run_dir: &Path) -> anyhow::Result<()> {
             resume: args.resume,
             device: args.device.clone(),
             max_steps: args.steps,
+            precision: None,
             quiet: args.quiet,
         },
     };
