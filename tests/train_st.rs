@@ -214,3 +214,36 @@ fn bad_config_and_divergence_fail_clearly() {
     let out = ws.vcell(&["train", "st", "--data-config", "missing.toml", "--run-dir", "runs/x", "--quiet"]);
     assert!(text(&out.stderr).contains("missing.toml"));
 }
+
+/// `--precision bf16` reaches the model (recorded in the checkpoint's model and training configs), trains to a
+/// finite loss, and a resume can switch back to f32 (the weights are f32 either way).
+#[test]
+fn bf16_precision_is_recorded_and_switchable_on_resume() {
+    let ws = Ws::new(&ST.replace("checkpoint_every = 10", "checkpoint_every = 3"));
+    let train = |extra: &[&str]| {
+        let mut args =
+            vec!["train", "st", "--data-config", "data.toml", "--config", "st.toml", "--run-dir", "runs/bf", "--quiet"];
+        args.extend_from_slice(extra);
+        let out = ws.vcell(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    let ckpt_json = |name: &str| -> serde_json::Value {
+        let step = ws.status("bf").unwrap().last_checkpoint.unwrap();
+        let dir = ws.run_dir("bf").checkpoint_stem(step).with_extension("ckpt");
+        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+    };
+    train(&["--precision", "bf16", "--max-steps", "4"]);
+    assert_eq!(ckpt_json("config.json")["precision"], "bf16");
+    assert_eq!(ckpt_json("train.json")["precision"], "bf16");
+    let losses = train_losses(&ws.events("bf"));
+    assert_eq!(losses.len(), 4);
+    assert!(losses.iter().all(|(_, l)| l.is_finite() && *l > 0.0), "{losses:?}");
+
+    train(&["--resume", "--precision", "f32", "--max-steps", "6"]);
+    assert_eq!(ws.status("bf").unwrap().step, 6);
+    assert!(ckpt_json("config.json").get("precision").is_none(), "f32 is the default and is not written");
+    assert_eq!(ckpt_json("train.json")["precision"], "f32");
+
+    let out = ws.vcell(&["train", "st", "--data-config", "data.toml", "--run-dir", "runs/x", "--precision", "fp16"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("fp16"), "{}", text(&out.stderr));
+}

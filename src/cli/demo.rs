@@ -49,6 +49,7 @@ val_every = 100
 val_sets = 16
 checkpoint_every = 250
 seed = 42
+precision = "f32"       # "bf16": bf16 matmuls, f32 weights and loss (mixed precision, for GPUs)
 [loss]
 kind = "energy"
 "#;
@@ -197,6 +198,7 @@ fn pipeline(args: &DemoArgs, p: &Paths, run_dir: &Path) -> anyhow::Result<()> {
             resume: args.resume,
             device: args.device.clone(),
             max_steps: args.steps,
+            precision: None,
             quiet: args.quiet,
         },
     };

@@ -68,6 +68,10 @@ pub struct TrainJobArgs {
     /// Override max_steps of the config.
     #[arg(long)]
     pub max_steps: Option<u64>,
+    /// Override the config's precision: f32, or bf16 (mixed precision: bf16 matmuls, f32 weights and loss).
+    /// Applies on --resume too (weights are f32 either way).
+    #[arg(long)]
+    pub precision: Option<crate::model::precision::Precision>,
     #[arg(short, long)]
     pub quiet: bool,
 }
@@ -206,6 +210,9 @@ fn train_st(args: TrainStArgs) -> anyhow::Result<()> {
     if let Some(n) = args.job.max_steps {
         cfg.max_steps = n;
     }
+    if let Some(p) = args.job.precision {
+        cfg.precision = p;
+    }
     let data_cfg = DataConfig::load(&args.data_config)?;
     run_job(&args.job.run_dir, cfg.max_steps, args.job.resume, args.job.quiet, |ctx| {
         train_st_in_context(&args, cfg, &data_cfg, &device, ctx)
@@ -243,17 +250,21 @@ pub(crate) fn train_st_in_context(
             if let Some(n) = args.job.max_steps {
                 t.cfg.max_steps = n;
             }
+            if let Some(p) = args.job.precision {
+                t.set_precision(p)?;
+            }
             t
         }
         None => Trainer::new_with_genes(&table, genes.as_ref(), cfg, device)?,
     };
     ctx.log(format!(
-        "ST: {} cells, {} features, {} perturbations, {} parameters, device {:?}",
+        "ST: {} cells, {} features, {} perturbations, {} parameters, device {:?}, precision {}",
         table.n_cells(),
         table.n_features(),
         table.pert_names.len(),
         trainer.n_params(),
-        device
+        device,
+        trainer.model_cfg.precision
     ))?;
     let banner = format!(
         "training ST ({} parameters) on {} cells × {} features, {} perturbations{}",
@@ -276,6 +287,9 @@ fn train_se(args: TrainSeArgs) -> anyhow::Result<()> {
     };
     if let Some(n) = args.job.max_steps {
         cfg.max_steps = n;
+    }
+    if let Some(p) = args.job.precision {
+        cfg.precision = p;
     }
     let data_cfg = args.data_config.as_deref().map(DataConfig::load).transpose()?;
     run_job(&args.job.run_dir, cfg.max_steps, args.job.resume, args.job.quiet, |ctx| {
@@ -318,6 +332,9 @@ fn train_se_in_context(
             if let Some(n) = args.job.max_steps {
                 t.cfg.max_steps = n;
             }
+            if let Some(p) = args.job.precision {
+                t.set_precision(p)?;
+            }
             t
         }
         None => {
@@ -328,13 +345,15 @@ fn train_se_in_context(
         }
     };
     let summary = format!(
-        "SE: {} training + {} held-out cells × {} genes from {} dataset(s), {} parameters, device {:?}; genes: {}",
+        "SE: {} training + {} held-out cells × {} genes from {} dataset(s), {} parameters, device {:?}, precision {}; \
+         genes: {}",
         cells.train.rows(),
         cells.val.rows(),
         cells.var_names.len(),
         cells.dataset_names.len(),
         trainer.n_params(),
         device,
+        trainer.model_cfg.precision,
         trainer.gene_report()
     );
     ctx.log(summary.clone())?;

@@ -12,8 +12,9 @@
 //!   fused `softmax_last_dim` / `rms_norm` have no backward (design/deps.md §5); no KV cache.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{linear_no_bias, ops, Linear, VarBuilder};
+use candle_nn::{ops, VarBuilder};
 
+use super::precision::{linear_no_bias, Linear, Precision};
 use super::{ModelError, Result};
 
 /// Backbone hyper-parameters (the subset of HF `LlamaConfig` that Arc's presets set).
@@ -30,6 +31,9 @@ pub struct LlamaConfig {
     /// Causal (lower-triangular) attention instead of Arc's bidirectional default.
     #[serde(default)]
     pub causal: bool,
+    /// Dtype of the projections and attention matmuls (norms and softmax stay f32).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl LlamaConfig {
@@ -85,6 +89,7 @@ struct Attention {
     o_proj: Linear,
     n_heads: usize,
     head_dim: usize,
+    precision: Precision,
 }
 
 impl Attention {
@@ -92,12 +97,13 @@ impl Attention {
         let h = cfg.hidden_size;
         let a = cfg.num_attention_heads * cfg.head_dim;
         Ok(Self {
-            q_proj: linear_no_bias(h, a, vb.pp("q_proj"))?,
-            k_proj: linear_no_bias(h, a, vb.pp("k_proj"))?,
-            v_proj: linear_no_bias(h, a, vb.pp("v_proj"))?,
-            o_proj: linear_no_bias(a, h, vb.pp("o_proj"))?,
+            q_proj: linear_no_bias(h, a, vb.pp("q_proj"), cfg.precision)?,
+            k_proj: linear_no_bias(h, a, vb.pp("k_proj"), cfg.precision)?,
+            v_proj: linear_no_bias(h, a, vb.pp("v_proj"), cfg.precision)?,
+            o_proj: linear_no_bias(a, h, vb.pp("o_proj"), cfg.precision)?,
             n_heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim,
+            precision: cfg.precision,
         })
     }
 
@@ -112,12 +118,13 @@ impl Attention {
         let v = split(self.v_proj.forward(xs)?)?;
         // NoRoPE: cos = 1, sin = 0 ⇒ q and k are used as they are.
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        // Scores and probabilities in f32 (the mask and softmax need the range); the two matmuls in `precision`.
+        let mut scores = (self.precision.matmul(&q, &k.t()?.contiguous()?)? * scale)?;
         if let Some(m) = mask {
             scores = scores.broadcast_add(m)?;
         }
         let probs = ops::softmax(&scores, D::Minus1)?;
-        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, self.n_heads * self.head_dim))?;
+        let out = self.precision.matmul(&probs, &v)?.transpose(1, 2)?.reshape((b, s, self.n_heads * self.head_dim))?;
         self.o_proj.forward(&out)
     }
 }
@@ -134,9 +141,9 @@ impl SwiGlu {
     fn load(vb: VarBuilder, cfg: &LlamaConfig) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            gate_proj: linear_no_bias(h, i, vb.pp("gate_proj"))?,
-            up_proj: linear_no_bias(h, i, vb.pp("up_proj"))?,
-            down_proj: linear_no_bias(i, h, vb.pp("down_proj"))?,
+            gate_proj: linear_no_bias(h, i, vb.pp("gate_proj"), cfg.precision)?,
+            up_proj: linear_no_bias(h, i, vb.pp("up_proj"), cfg.precision)?,
+            down_proj: linear_no_bias(i, h, vb.pp("down_proj"), cfg.precision)?,
         })
     }
 }
@@ -227,6 +234,7 @@ mod tests {
             head_dim: 8,
             rms_norm_eps: 1e-6,
             causal,
+            precision: Precision::F32,
         }
     }
 

@@ -9,10 +9,11 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{ModuleT, Tensor};
-use candle_nn::{linear, ops, Activation, Linear, Module, VarBuilder};
+use candle_nn::{ops, Activation, Module, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::precision::{linear, Linear, Precision};
 use super::{ModelError, Result};
 
 /// The RNG behind every dropout mask of a model, shared by its layers.
@@ -80,6 +81,7 @@ impl Mlp {
     /// Loads (or, with a `VarMap`-backed builder, creates) `n_layers` Linears under `vb`.
     ///
     /// Arc passes `activation_class` = GELU (PyTorch's exact, erf-based `nn.GELU()`) for every preset.
+    /// The Linears compute in `precision`; GELU and dropout in f32.
     pub fn load(
         vb: VarBuilder,
         in_dim: usize,
@@ -87,6 +89,7 @@ impl Mlp {
         hidden_dim: usize,
         n_layers: usize,
         dropout: SeededDropout,
+        precision: Precision,
     ) -> Result<Self> {
         if n_layers == 0 {
             return Err(ModelError::Config("build_mlp needs n_layers >= 1".into()));
@@ -95,7 +98,7 @@ impl Mlp {
         for i in 0..n_layers {
             let d_in = if i == 0 { in_dim } else { hidden_dim };
             let d_out = if i + 1 == n_layers { out_dim } else { hidden_dim };
-            linears.push(linear(d_in, d_out, vb.pp((3 * i).to_string()))?);
+            linears.push(linear(d_in, d_out, vb.pp((3 * i).to_string()), precision)?);
         }
         Ok(Self { linears, activation: Activation::Gelu, dropout })
     }
@@ -197,18 +200,25 @@ pub struct GeneDecoder {
 
 impl GeneDecoder {
     /// `vb` points at `gene_decoder` (the `decoder` Sequential is added here).
-    /// `rng` is the model's shared dropout RNG; the rate comes from `cfg.dropout`.
-    pub fn load(vb: VarBuilder, latent_dim: usize, cfg: &GeneDecoderConfig, rng: &DropoutRng) -> Result<Self> {
+    /// `rng` is the model's shared dropout RNG; the rate comes from `cfg.dropout`. Linears compute in
+    /// `precision`, LayerNorms in f32.
+    pub fn load(
+        vb: VarBuilder,
+        latent_dim: usize,
+        cfg: &GeneDecoderConfig,
+        rng: &DropoutRng,
+        precision: Precision,
+    ) -> Result<Self> {
         let vb = vb.pp("decoder");
         let mut blocks = Vec::with_capacity(cfg.hidden_dims.len());
         let mut d_in = latent_dim;
         for (i, &h) in cfg.hidden_dims.iter().enumerate() {
-            let lin = linear(d_in, h, vb.pp((4 * i).to_string()))?;
+            let lin = linear(d_in, h, vb.pp((4 * i).to_string()), precision)?;
             let ln = DiffLayerNorm::load(vb.pp((4 * i + 1).to_string()), h, 1e-5)?;
             blocks.push((lin, ln));
             d_in = h;
         }
-        let out = linear(d_in, cfg.gene_dim, vb.pp((4 * cfg.hidden_dims.len()).to_string()))?;
+        let out = linear(d_in, cfg.gene_dim, vb.pp((4 * cfg.hidden_dims.len()).to_string()), precision)?;
         Ok(Self { blocks, out, dropout: SeededDropout::new(cfg.dropout, rng), gene_dim: cfg.gene_dim })
     }
 
@@ -241,7 +251,8 @@ mod tests {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let rng = DropoutRng::new(0);
-        let mlp = Mlp::load(vb.pp("pert_encoder"), 5, 7, 6, 4, SeededDropout::new(0.1, &rng)).expect("mlp");
+        let mlp =
+            Mlp::load(vb.pp("pert_encoder"), 5, 7, 6, 4, SeededDropout::new(0.1, &rng), Precision::F32).expect("mlp");
         let data = vm.data().lock().expect("lock");
         let mut names: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
         names.sort();
@@ -271,7 +282,7 @@ mod tests {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let cfg = GeneDecoderConfig { gene_dim: 9, hidden_dims: vec![8, 8, 4], dropout: 0.1 };
-        let dec = GeneDecoder::load(vb.pp("gene_decoder"), 6, &cfg, &DropoutRng::new(0)).expect("dec");
+        let dec = GeneDecoder::load(vb.pp("gene_decoder"), 6, &cfg, &DropoutRng::new(0), Precision::F32).expect("dec");
         let mut names: Vec<_> = vm.data().lock().expect("lock").keys().cloned().collect();
         names.sort();
         let expected: Vec<String> = [0, 1, 4, 5, 8, 9, 12]

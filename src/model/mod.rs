@@ -5,6 +5,7 @@
 //! - [`llama`]: the bidirectional (optionally causal) Llama encoder used as ST's backbone;
 //! - [`mlp`]: Arc's `build_mlp`, the `LatentToGeneDecoder` and seeded dropout;
 //! - [`loss`]: energy distance (geomloss "energy"), multi-scale Gaussian MMD, MSE;
+//! - [`precision`]: `precision = "bf16"` mixed precision (bf16 matmuls, f32 master weights) and its Linear;
 //! - [`optim`]: AdamW with LR schedule, global grad-norm clipping and exact save/restore;
 //! - [`baselines`]: control-mean and perturbation-mean predictions from group means;
 //! - [`se`]: the State Embedding model (cell embeddings from gene embeddings, masked-gene objective);
@@ -22,6 +23,7 @@ pub mod llama;
 pub mod loss;
 pub mod mlp;
 pub mod optim;
+pub mod precision;
 pub mod predict;
 pub mod se;
 pub mod se_train;

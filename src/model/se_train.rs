@@ -23,6 +23,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::checkpoint;
 use super::optim::AdamW;
+use super::precision::Precision;
 use super::se::{SeBatcher, SeConfig, SeModel};
 use super::train::{
     optim_config, read_json, write_json_atomic, LoopSchedule, StepRecord, TrainTask, TRAINER_STATE_FILE,
@@ -89,6 +90,9 @@ pub struct SeTrainConfig {
     pub val_cells: usize,
     pub checkpoint_every: u64,
     pub seed: u64,
+    /// `"f32"` (default) or `"bf16"`: mixed precision — bf16 matmuls, f32 master weights (AdamW updates f32),
+    /// f32 norms, softmax and loss. Meant for GPUs; on CPU bf16 is slower than f32.
+    pub precision: Precision,
 }
 
 impl Default for SeTrainConfig {
@@ -118,6 +122,7 @@ impl Default for SeTrainConfig {
             val_cells: 128,
             checkpoint_every: 100,
             seed: 42,
+            precision: Precision::F32,
         }
     }
 }
@@ -160,6 +165,7 @@ impl SeTrainConfig {
         }
         set_sentence!(pad_length, n_expressed, n_unexpressed, n_shared);
         c.n_datasets = n_datasets.max(1);
+        c.precision = self.precision;
         c
     }
 
@@ -448,6 +454,21 @@ impl<'a> SeTrainer<'a> {
 
     pub fn model(&self) -> &SeModel {
         &self.model
+    }
+
+    /// Switches the matmul precision (e.g. `--precision` on a resume). The model is rebuilt on the same
+    /// variables, so weights and the optimiser's moments carry over unchanged: only the casts differ.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        if precision == self.model_cfg.precision {
+            return Ok(());
+        }
+        let mut model_cfg = self.model_cfg.clone();
+        model_cfg.precision = precision;
+        let vb = VarBuilder::from_varmap(&self.varmap, DType::F32, self.model.device());
+        self.model = SeModel::new(vb, &model_cfg, &self.genes)?;
+        self.model_cfg = model_cfg;
+        self.cfg.precision = precision;
+        Ok(())
     }
 
     pub fn n_params(&self) -> usize {

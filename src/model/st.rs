@@ -12,11 +12,12 @@
 //! loads through `VarBuilder::from_tensors` (the unused `transformer_backbone.embed_tokens` is ignored).
 
 use candle_core::{DType, ModuleT, Tensor};
-use candle_nn::{embedding, linear, Embedding, Linear, Module, VarBuilder};
+use candle_nn::{embedding, Embedding, Module, VarBuilder};
 
 use super::llama::{LlamaConfig, LlamaEncoder};
 use super::loss::LossKind;
 use super::mlp::{DropoutRng, GeneDecoder, GeneDecoderConfig, Mlp, SeededDropout};
+use super::precision::{linear, Linear, Precision};
 use super::{ModelError, Result};
 
 /// Where ST's output lives (`data.kwargs.output_space`).
@@ -75,6 +76,10 @@ pub struct StConfig {
     pub delta_head: bool,
     #[serde(default = "default_eps")]
     pub rms_norm_eps: f64,
+    /// Dtype of every matmul: `bf16` = mixed precision (f32 weights, norms, softmax and losses). Not part of the
+    /// architecture: weights are the same either way. Omitted from `config.json` when f32.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 fn default_eps() -> f64 {
@@ -106,6 +111,7 @@ impl StConfig {
             causal: false,
             delta_head: false,
             rms_norm_eps: 1e-6,
+            precision: Precision::F32,
         }
     }
 
@@ -134,6 +140,7 @@ impl StConfig {
             causal: false,
             delta_head: false,
             rms_norm_eps: 1e-6,
+            precision: Precision::F32,
         }
     }
 
@@ -162,6 +169,7 @@ impl StConfig {
             causal: false,
             delta_head: false,
             rms_norm_eps: 1e-6,
+            precision: Precision::F32,
         }
     }
 
@@ -174,6 +182,7 @@ impl StConfig {
             head_dim: self.head_dim,
             rms_norm_eps: self.rms_norm_eps,
             causal: self.causal,
+            precision: self.precision,
         }
     }
 
@@ -259,8 +268,8 @@ struct DownThenUp {
 }
 
 impl DownThenUp {
-    fn load(vb: VarBuilder, d: usize) -> Result<Self> {
-        Ok(Self { down: linear(d, d / 8, vb.pp("0"))?, up: linear(d / 8, d, vb.pp("2"))? })
+    fn load(vb: VarBuilder, d: usize, p: Precision) -> Result<Self> {
+        Ok(Self { down: linear(d, d / 8, vb.pp("0"), p)?, up: linear(d / 8, d, vb.pp("2"), p)? })
     }
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         self.up.forward(&self.down.forward(xs)?.gelu_erf()?)
@@ -296,7 +305,8 @@ impl StModel {
         let h = cfg.hidden_dim;
         let dropout_rng = DropoutRng::new(0);
         let drop = SeededDropout::new(cfg.dropout, &dropout_rng);
-        let pert_encoder = Mlp::load(vb.pp("pert_encoder"), cfg.pert_dim, h, h, cfg.n_encoder_layers, drop.clone())?;
+        let p = cfg.precision;
+        let pert_encoder = Mlp::load(vb.pp("pert_encoder"), cfg.pert_dim, h, h, cfg.n_encoder_layers, drop.clone(), p)?;
         let basal_encoder = if cfg.use_basal_projection {
             BasalEncoder::Mlp(Mlp::load(
                 vb.pp("basal_encoder"),
@@ -305,9 +315,10 @@ impl StModel {
                 h,
                 cfg.n_encoder_layers,
                 drop.clone(),
+                p,
             )?)
         } else {
-            BasalEncoder::Linear(linear(cfg.input_dim, h, vb.pp("basal_encoder"))?)
+            BasalEncoder::Linear(linear(cfg.input_dim, h, vb.pp("basal_encoder"), p)?)
         };
         let batch_encoder = match cfg.n_batches {
             Some(n) if n > 0 => Some(embedding(n, h, vb.pp("batch_encoder"))?),
@@ -315,14 +326,14 @@ impl StModel {
             None => None,
         };
         let transformer_backbone = LlamaEncoder::load(vb.pp("transformer_backbone"), &cfg.llama_config())?;
-        let project_out = Mlp::load(vb.pp("project_out"), h, cfg.output_dim, h, cfg.n_decoder_layers, drop)?;
+        let project_out = Mlp::load(vb.pp("project_out"), h, cfg.output_dim, h, cfg.n_decoder_layers, drop, p)?;
         let final_down_then_up = if cfg.output_space == OutputSpace::All && !cfg.delta_head {
-            Some(DownThenUp::load(vb.pp("final_down_then_up"), cfg.output_dim)?)
+            Some(DownThenUp::load(vb.pp("final_down_then_up"), cfg.output_dim, p)?)
         } else {
             None
         };
         let gene_decoder = match &cfg.gene_decoder {
-            Some(g) => Some(GeneDecoder::load(vb.pp("gene_decoder"), cfg.output_dim, g, &dropout_rng)?),
+            Some(g) => Some(GeneDecoder::load(vb.pp("gene_decoder"), cfg.output_dim, g, &dropout_rng, p)?),
             None => None,
         };
         Ok(Self {
@@ -723,6 +734,123 @@ mod tests {
         let first = first.expect("first");
         eprintln!("tiny overfit: energy loss {first:.4} -> {last:.4}");
         assert!(last * 5.0 < first, "loss did not drop 5x: {first} -> {last}");
+    }
+
+    fn flat(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().and_then(|t| t.to_vec1()).expect("flat")
+    }
+
+    /// Mixed precision against f32 on the same weights, through every kind of layer (MLP encoders, backbone,
+    /// output_space all head, gene decoder, batch embedding). bf16 keeps 8 significant bits (relative rounding
+    /// ≤ 2⁻⁹ ≈ 2e-3 per cast); a dozen matmuls in a row compound that to ~1e-2 at worst, so losses and the full
+    /// gradient must agree to 2e-2 relative — and must not be bit-identical, which would mean bf16 never ran.
+    #[test]
+    fn bf16_loss_and_gradient_match_f32() {
+        let mut c = small(OutputSpace::All);
+        c.dropout = 0.0;
+        c.n_batches = Some(2);
+        c.gene_decoder = Some(GeneDecoderConfig { gene_dim: 6, hidden_dims: vec![8], dropout: 0.0 });
+        let vm = VarMap::new();
+        let m32 = StModel::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &c).expect("f32");
+        let mut c16 = c.clone();
+        c16.precision = Precision::Bf16;
+        // Same VarMap: the bf16 model reads the very same f32 variables.
+        let m16 = StModel::load(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu), &c16).expect("bf16");
+        init_seeded(&vm, 5).expect("init");
+        let ctrl = randn(&[2, 6, 16], 31).abs().expect("a");
+        let pert = onehot(2, 6, 5, &[1, 4]);
+        let tgt = randn(&[2, 6, 16], 32).abs().expect("a");
+        let gt = randn(&[2, 6, 6], 33).abs().expect("a");
+        let batch = Tensor::new(&[[0u32, 1, 1, 0, 0, 1], [1, 0, 0, 1, 1, 0]], &Device::Cpu).expect("b");
+        for kind in [LossKind::Energy, LossKind::Mse] {
+            let run =
+                |m: &StModel| m.loss(&ctrl, &pert, Some(&batch), &tgt, Some(&gt), &kind, 1.0, true).expect("loss");
+            let (l32, l16) = (run(&m32), run(&m16));
+            assert_eq!(l16.total.dtype(), DType::F32);
+            let (a, b) = (l32.total.to_scalar::<f32>().expect("a"), l16.total.to_scalar::<f32>().expect("b"));
+            let rel = ((a - b) / a).abs();
+            eprintln!("{kind:?}: f32 loss {a:.6}, bf16 loss {b:.6}, relative difference {rel:.2e}");
+            assert!(a.is_finite() && a > 0.0);
+            assert!(rel < 2e-2, "{kind:?}: bf16 loss {b} vs f32 {a}");
+            assert_ne!(a, b, "{kind:?}: bit-identical losses, the bf16 path did not run");
+            let (g32, g16) = (l32.total.backward().expect("bw"), l16.total.backward().expect("bw"));
+            let (mut dot, mut n32, mut n16, mut vars) = (0f64, 0f64, 0f64, 0);
+            for var in vm.all_vars() {
+                assert_eq!(var.dtype(), DType::F32);
+                let a = g32.get(var.as_tensor()).expect("f32 grad");
+                let b = g16.get(var.as_tensor()).expect("bf16 grad reaches the f32 variable");
+                assert_eq!(b.dtype(), DType::F32);
+                for (x, y) in flat(a).into_iter().zip(flat(b)) {
+                    dot += f64::from(x) * f64::from(y);
+                    n32 += f64::from(x).powi(2);
+                    n16 += f64::from(y).powi(2);
+                }
+                vars += 1;
+            }
+            let cos = dot / (n32.sqrt() * n16.sqrt());
+            let norm_rel = (n16.sqrt() / n32.sqrt() - 1.0).abs();
+            eprintln!(
+                "{kind:?}: gradient over {vars} variables: cosine {cos:.6}, norm relative difference {norm_rel:.2e}"
+            );
+            assert!(cos > 0.999 && norm_rel < 2e-2, "{kind:?}: bf16 gradient off: cosine {cos}, norm {norm_rel}");
+        }
+    }
+
+    /// bf16 training from the same start as f32 (the `tiny_model_overfits` task, 40 steps): AdamW updates the f32
+    /// weights, which stay f32, and the loss falls as in f32 (final losses within 25%: trajectories drift apart
+    /// by rounding, but a broken bf16 path — wrong casts, lost gradients — would not train at all).
+    #[test]
+    fn bf16_training_step_updates_f32_weights() {
+        let (b, s, g, p) = (4usize, 8usize, 16usize, 4usize);
+        let mut c = StConfig::tiny(g, p);
+        c.dropout = 0.0;
+        c.relu_output = false;
+        c.n_encoder_layers = 1;
+        c.n_decoder_layers = 1;
+        let ctrl = (randn(&[b, s, g], 11) * 0.3).and_then(|t| t + 1.0).expect("ctrl");
+        let which = [0usize, 1, 2, 3];
+        let pert = onehot(b, s, p, &which);
+        let mut shift = vec![0f32; b * s * g];
+        for bi in 0..b {
+            for si in 0..s {
+                for gi in 0..4 {
+                    shift[(bi * s + si) * g + 4 * which[bi] + gi] = 2.0;
+                }
+            }
+        }
+        let tgt = (&ctrl + Tensor::from_vec(shift, (b, s, g), &Device::Cpu).expect("s")).expect("tgt");
+        let mut last = Vec::new();
+        for precision in [Precision::F32, Precision::Bf16] {
+            let mut c = c.clone();
+            c.precision = precision;
+            let (vm, m) = build(&c);
+            init_seeded(&vm, 42).expect("init");
+            let before: Vec<Vec<f32>> = vm.all_vars().iter().map(|v| flat(v.as_tensor())).collect();
+            let mut opt = AdamW::new(&vm, OptimConfig { lr: 1e-2, ..OptimConfig::default() }).expect("opt");
+            let t0 = std::time::Instant::now();
+            let mut losses = Vec::new();
+            for _ in 0..40 {
+                let l = m.loss(&ctrl, &pert, None, &tgt, None, &LossKind::Energy, 1.0, true).expect("loss");
+                losses.push(l.total.to_scalar::<f32>().expect("v"));
+                opt.backward_step(&l.total).expect("step");
+            }
+            let per_step = t0.elapsed() / 40;
+            let vars = vm.all_vars();
+            assert!(vars.iter().all(|v| v.dtype() == DType::F32), "{precision}: weights left f32");
+            let changed = vars.iter().zip(&before).filter(|(v, b)| flat(v.as_tensor()) != **b).count();
+            assert_eq!(changed, vars.len(), "{precision}: not every weight was updated");
+            let (first, end) = (losses[0], losses[losses.len() - 1]);
+            eprintln!(
+                "{precision}: energy loss {first:.4} -> {:.4} (step 1) -> {end:.4} (step 40), {per_step:.2?}/step",
+                losses[1]
+            );
+            assert!(losses[1] < first, "{precision}: first step did not lower the loss");
+            assert!(end * 3.0 < first, "{precision}: loss did not fall 3x: {first} -> {end}");
+            last.push((first, end));
+        }
+        let ((f32_first, f32_end), (bf_first, bf_end)) = (last[0], last[1]);
+        assert!(((bf_first - f32_first) / f32_first).abs() < 2e-2, "start {bf_first} vs {f32_first}");
+        assert!(((bf_end - f32_end) / f32_end).abs() < 0.25, "end {bf_end} vs {f32_end}");
     }
 
     /// Autograd through the whole model (f64) agrees with central finite differences on sampled weights.

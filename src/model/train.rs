@@ -18,6 +18,7 @@ use super::checkpoint;
 use super::loss::LossKind;
 use super::mlp::GeneDecoderConfig;
 use super::optim::{AdamW, LrSchedule, OptimConfig};
+use super::precision::Precision;
 use super::st::{init_seeded, OutputSpace, StConfig, StModel};
 use super::{ModelError, Result};
 use crate::data::config::Split;
@@ -82,6 +83,9 @@ pub struct StTrainConfig {
     pub decoder_hidden: Vec<usize>,
     /// Weight of the decoder's loss in the training loss (Arc: 1.0).
     pub decoder_weight: f64,
+    /// `"f32"` (default) or `"bf16"`: mixed precision — bf16 matmuls, f32 master weights (AdamW updates f32),
+    /// f32 norms, softmax and loss. Meant for GPUs; on CPU bf16 is slower than f32.
+    pub precision: Precision,
 }
 
 impl Default for StTrainConfig {
@@ -114,6 +118,7 @@ impl Default for StTrainConfig {
             decode_genes: false,
             decoder_hidden: vec![256, 256],
             decoder_weight: 1.0,
+            precision: Precision::F32,
         }
     }
 }
@@ -141,6 +146,7 @@ impl StTrainConfig {
         c.n_batches = if self.batch_encoder { Some(n_batches.max(1)) } else { None };
         c.output_space = OutputSpace::All;
         c.delta_head = self.head != "arc";
+        c.precision = self.precision;
         c
     }
 
@@ -349,6 +355,21 @@ impl<'a> Trainer<'a> {
 
     pub fn model(&self) -> &StModel {
         &self.model
+    }
+
+    /// Switches the matmul precision (e.g. `--precision` on a resume). The model is rebuilt on the same
+    /// variables, so weights and the optimiser's moments carry over unchanged: only the casts differ.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        if precision == self.model_cfg.precision {
+            return Ok(());
+        }
+        let mut model_cfg = self.model_cfg.clone();
+        model_cfg.precision = precision;
+        let vb = VarBuilder::from_varmap(&self.varmap, DType::F32, &self.device);
+        self.model = StModel::load(vb, &model_cfg)?;
+        self.model_cfg = model_cfg;
+        self.cfg.precision = precision;
+        Ok(())
     }
 
     pub fn n_params(&self) -> usize {
