@@ -197,30 +197,31 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
     }
     let keep = |r: usize| wanted_rows.get(r).copied().unwrap_or(false);
     let keep: &(dyn Fn(usize) -> bool + Sync) = &keep;
-    let res = stream_rows_where(side.source, &side.name, side.chunk_rows, rows_needed, Some(keep), progress, |start, m| {
-        let end = start + m.rows();
-        while k < want.len() && want[k].0 < end {
-            let (r, slot) = want[k];
-            let row = m.outer_view(r - start).ok_or_else(|| EvalError::Read {
-                file: side.name.clone(),
-                message: format!("row {r} missing from chunk"),
-            })?;
-            let sc = if side.groups[which[slot]].scaled { scale } else { None };
-            if in_file_order[slot] {
-                out[slot].push(row.indices(), row.data(), sc);
-            } else {
-                let mut one = Rows::default();
-                one.push(row.indices(), row.data(), sc);
-                // the position(s) of this row in the group, in order of appearance of duplicates
-                let i = next_in_slot[slot];
-                let pos = order[slot].get(i).map(|&(_, p)| p).unwrap_or(i);
-                next_in_slot[slot] += 1;
-                staged[slot].push((pos, one));
+    let res =
+        stream_rows_where(side.source, &side.name, side.chunk_rows, rows_needed, Some(keep), progress, |start, m| {
+            let end = start + m.rows();
+            while k < want.len() && want[k].0 < end {
+                let (r, slot) = want[k];
+                let row = m.outer_view(r - start).ok_or_else(|| EvalError::Read {
+                    file: side.name.clone(),
+                    message: format!("row {r} missing from chunk"),
+                })?;
+                let sc = if side.groups[which[slot]].scaled { scale } else { None };
+                if in_file_order[slot] {
+                    out[slot].push(row.indices(), row.data(), sc);
+                } else {
+                    let mut one = Rows::default();
+                    one.push(row.indices(), row.data(), sc);
+                    // the position(s) of this row in the group, in order of appearance of duplicates
+                    let i = next_in_slot[slot];
+                    let pos = order[slot].get(i).map(|&(_, p)| p).unwrap_or(i);
+                    next_in_slot[slot] += 1;
+                    staged[slot].push((pos, one));
+                }
+                k += 1;
             }
-            k += 1;
-        }
-        Ok(())
-    });
+            Ok(())
+        });
     res?;
     for (slot, mut cells) in staged.into_iter().enumerate() {
         if in_file_order[slot] {
