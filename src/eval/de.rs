@@ -233,6 +233,33 @@ fn test_batch(
         .collect()
 }
 
+/// Append a tested batch's rows to the table (groups in batch order, genes in `var` order).
+fn append_results(
+    table: &mut DeTable,
+    target_pos: &mut u32,
+    file: &PreparedFile,
+    reference: &Reference,
+    batch: &[usize],
+    results: Vec<GroupDe>,
+) {
+    let n_vars = file.n_vars;
+    for (&g, res) in batch.iter().zip(results) {
+        let n1 = file.counts[g] as u64;
+        table.target_idx.extend(std::iter::repeat_n(*target_pos, n_vars));
+        table.feature_idx.extend(0..n_vars as u32);
+        table.target_mean.extend_from_slice(&res.target_mean);
+        table.ref_mean.extend_from_slice(&reference.mean);
+        table.target_membership.extend(std::iter::repeat_n(n1, n_vars));
+        table.ref_membership.extend(std::iter::repeat_n(reference.n as u64, n_vars));
+        table.log2_fold_change.extend_from_slice(&res.lfc);
+        table.percent_change.extend_from_slice(&res.percent_change);
+        table.p_value.extend_from_slice(&res.p_value);
+        table.statistic.extend_from_slice(&res.statistic);
+        table.fdr.extend_from_slice(&res.fdr);
+        *target_pos += 1;
+    }
+}
+
 /// The groups pdex tests: categories in stored order minus the control and "" (missing codes are dropped).
 pub fn de_groups(file: &PreparedFile) -> Vec<usize> {
     (0..file.pert.categories.len()).filter(|&c| c != file.control_code && !file.pert.categories[c].is_empty()).collect()
@@ -312,96 +339,108 @@ fn run(
         fdr: Vec::with_capacity(total_rows),
     };
     let mut pb = want_pseudobulk.then(|| PseudobulkAcc::new(n_cat, n_vars));
-    let mut reference: Option<Reference> = None;
+    let reference: std::sync::OnceLock<Reference> = std::sync::OnceLock::new();
     let n_passes = batches.len();
     let mut target_pos = 0u32;
+    // Pass k + 1 reads while batch k is tested on another thread (one batch in testing, one being collected).
+    std::thread::scope(|ts| -> Result<()> {
+        let mut testing: Option<(&[usize], std::thread::ScopedJoinHandle<Vec<GroupDe>>)> = None;
 
-    for (pass, batch) in batches.iter().enumerate() {
-        progress.stage(&format!("DE {} (pass {}/{n_passes})", file.name(), pass + 1), file.n_obs as u64);
-        // slot of each category in this pass: the batch's groups, plus the control in the first pass
-        let mut slot = vec![usize::MAX; n_cat];
-        let mut rows: Vec<GroupRows> = Vec::with_capacity(batch.len() + 1);
-        for (k, &g) in batch.iter().enumerate() {
-            slot[g] = k;
-            rows.push(GroupRows::with_capacity(cat_nnz[g] as usize, file.counts[g]));
-        }
-        if pass == 0 {
-            slot[file.control_code] = rows.len();
-            rows.push(GroupRows::with_capacity(cat_nnz[file.control_code] as usize, file.counts[file.control_code]));
-        }
-        // Each row is read in the one pass that handles its category: the pass of its group, or the first pass
-        // for the control and for categories that are not tested (the pseudobulk needs every category's rows).
-        // Within a category rows keep their file order, so the pseudobulk sums are unchanged.
-        const PSEUDOBULK_ONLY: usize = usize::MAX - 1;
-        if pass == 0 {
-            let in_batches: std::collections::HashSet<usize> = batches.iter().flatten().copied().collect();
-            for (c, s) in slot.iter_mut().enumerate() {
-                if *s == usize::MAX && !in_batches.contains(&c) {
-                    *s = PSEUDOBULK_ONLY;
+        for (pass, batch) in batches.iter().enumerate() {
+            progress.stage(&format!("DE {} (pass {}/{n_passes})", file.name(), pass + 1), file.n_obs as u64);
+            // slot of each category in this pass: the batch's groups, plus the control in the first pass
+            let mut slot = vec![usize::MAX; n_cat];
+            let mut rows: Vec<GroupRows> = Vec::with_capacity(batch.len() + 1);
+            for (k, &g) in batch.iter().enumerate() {
+                slot[g] = k;
+                rows.push(GroupRows::with_capacity(cat_nnz[g] as usize, file.counts[g]));
+            }
+            if pass == 0 {
+                slot[file.control_code] = rows.len();
+                rows.push(GroupRows::with_capacity(
+                    cat_nnz[file.control_code] as usize,
+                    file.counts[file.control_code],
+                ));
+            }
+            // Each row is read in the one pass that handles its category: the pass of its group, or the first pass
+            // for the control and for categories that are not tested (the pseudobulk needs every category's rows).
+            // Within a category rows keep their file order, so the pseudobulk sums are unchanged.
+            const PSEUDOBULK_ONLY: usize = usize::MAX - 1;
+            if pass == 0 {
+                let in_batches: std::collections::HashSet<usize> = batches.iter().flatten().copied().collect();
+                for (c, s) in slot.iter_mut().enumerate() {
+                    if *s == usize::MAX && !in_batches.contains(&c) {
+                        *s = PSEUDOBULK_ONLY;
+                    }
                 }
             }
-        }
-        let mut pb_acc = pb.as_mut();
-        let wanted = |r: usize| {
-            file.pert.codes.get(r).is_some_and(|&c| c >= 0 && slot.get(c as usize).is_some_and(|&k| k != usize::MAX))
-        };
-        file.for_each_chunk_where(progress, Some(&wanted), |start, m| {
-            for (r, row) in m.outer_iterator().enumerate() {
-                let code = file.pert.codes[start + r];
-                let Some(k) = usize::try_from(code).ok().and_then(|c| slot.get(c).copied()) else {
-                    continue;
-                };
-                if k == usize::MAX {
-                    continue;
+            let mut pb_acc = pb.as_mut();
+            let wanted = |r: usize| {
+                file.pert
+                    .codes
+                    .get(r)
+                    .is_some_and(|&c| c >= 0 && slot.get(c as usize).is_some_and(|&k| k != usize::MAX))
+            };
+            file.for_each_chunk_where(progress, Some(&wanted), |start, m| {
+                for (r, row) in m.outer_iterator().enumerate() {
+                    let code = file.pert.codes[start + r];
+                    let Some(k) = usize::try_from(code).ok().and_then(|c| slot.get(c).copied()) else {
+                        continue;
+                    };
+                    if k == usize::MAX {
+                        continue;
+                    }
+                    if let Some(acc) = pb_acc.as_deref_mut() {
+                        acc.add_sparse(code as usize, row.indices(), row.data());
+                    }
+                    if k != PSEUDOBULK_ONLY {
+                        rows[k].push_row(row.indices(), row.data());
+                    }
                 }
-                if let Some(acc) = pb_acc.as_deref_mut() {
-                    acc.add_sparse(code as usize, row.indices(), row.data());
-                }
-                if k != PSEUDOBULK_ONLY {
-                    rows[k].push_row(row.indices(), row.data());
-                }
+                Ok(())
+            })?;
+            if pass == 0 {
+                let ctrl_rows = rows.pop().unwrap_or_default();
+                let n = file.counts[file.control_code];
+                let SortedColumns { ptr, vals } = ctrl_rows.sorted_columns(n_vars);
+                let _ = reference.set(Reference {
+                    n,
+                    mean: ctrl_rows.column_means(n, n_vars, file.encoding).into_iter().map(f32::exp_m1).collect(),
+                    columns: SortedReference::new(n, ptr, vals),
+                });
             }
-            Ok(())
-        })?;
-        if pass == 0 {
-            let ctrl_rows = rows.pop().unwrap_or_default();
-            let n = file.counts[file.control_code];
-            let SortedColumns { ptr, vals } = ctrl_rows.sorted_columns(n_vars);
-            reference = Some(Reference {
-                n,
-                mean: ctrl_rows.column_means(n, n_vars, file.encoding).into_iter().map(f32::exp_m1).collect(),
-                columns: SortedReference::new(n, ptr, vals),
+            let reference = reference.get().ok_or(EvalError::Cancelled)?;
+            if let Some((done, handle)) = testing.take() {
+                let results = handle.join().map_err(|_| EvalError::Cancelled)?;
+                append_results(&mut table, &mut target_pos, file, reference, done, results);
+            }
+            if progress.cancelled() {
+                return Err(EvalError::Cancelled);
+            }
+            let handle = ts.spawn(move || {
+                progress.stage(&format!("DE {}: testing {} groups", file.name(), batch.len()), batch.len() as u64);
+                // a few groups at a time: their sorted columns stay small
+                let mut results = Vec::with_capacity(batch.len());
+                let mut rows = rows.into_iter();
+                for sub in batch.chunks(TEST_GROUPS_AT_ONCE) {
+                    let sizes: Vec<usize> = sub.iter().map(|&g| file.counts[g]).collect();
+                    let sub_rows: Vec<GroupRows> = rows.by_ref().take(sub.len()).collect();
+                    results.extend(test_batch(sub_rows, &sizes, n_vars, file.encoding, reference, progress));
+                }
+                results
             });
+            testing = Some((batch.as_slice(), handle));
         }
-        let reference = reference.as_ref().ok_or(EvalError::Cancelled)?;
-        progress.stage(&format!("DE {}: testing {} groups", file.name(), batch.len()), batch.len() as u64);
-        // a few groups at a time: their sorted columns stay small
-        let mut results = Vec::with_capacity(batch.len());
-        let mut rows = rows.into_iter();
-        for sub in batch.chunks(TEST_GROUPS_AT_ONCE) {
-            let sizes: Vec<usize> = sub.iter().map(|&g| file.counts[g]).collect();
-            let sub_rows: Vec<GroupRows> = rows.by_ref().take(sub.len()).collect();
-            results.extend(test_batch(sub_rows, &sizes, n_vars, file.encoding, reference, progress));
+        if let Some((done, handle)) = testing.take() {
+            let results = handle.join().map_err(|_| EvalError::Cancelled)?;
+            let reference = reference.get().ok_or(EvalError::Cancelled)?;
+            append_results(&mut table, &mut target_pos, file, reference, done, results);
         }
         if progress.cancelled() {
             return Err(EvalError::Cancelled);
         }
-        for (&g, res) in batch.iter().zip(results) {
-            let n1 = file.counts[g] as u64;
-            table.target_idx.extend(std::iter::repeat_n(target_pos, n_vars));
-            table.feature_idx.extend(0..n_vars as u32);
-            table.target_mean.extend_from_slice(&res.target_mean);
-            table.ref_mean.extend_from_slice(&reference.mean);
-            table.target_membership.extend(std::iter::repeat_n(n1, n_vars));
-            table.ref_membership.extend(std::iter::repeat_n(reference.n as u64, n_vars));
-            table.log2_fold_change.extend_from_slice(&res.lfc);
-            table.percent_change.extend_from_slice(&res.percent_change);
-            table.p_value.extend_from_slice(&res.p_value);
-            table.statistic.extend_from_slice(&res.statistic);
-            table.fdr.extend_from_slice(&res.fdr);
-            target_pos += 1;
-        }
-    }
+        Ok(())
+    })?;
     let pb = pb.map(|acc| acc.finish(&file.pert.categories, &file.counts));
     Ok((table, pb))
 }
