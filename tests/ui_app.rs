@@ -153,8 +153,24 @@ fn runs_pane_confirms_delete_and_overlays_runs() {
     keys.extend(typed("data.toml"));
     press(&mut app, &ctx, &keys);
     let form = app.runs.form.clone().unwrap();
-    assert_eq!(form.argv(), vec!["train", "st", "--data-config", "data.toml"]);
+    assert_eq!(form.argv(), vec!["train", "st", "--data-config", "data.toml", "--device", "cpu"]);
     insta::assert_snapshot!("app_new_run_form_80x24", render(&app, 80, 24));
+
+    // The device field (`cpu` filled in): a bad device keeps the form open on it, with the reason.
+    let mut keys = vec![code(KeyCode::Tab), code(KeyCode::Tab)];
+    keys.extend([code(KeyCode::Backspace); 3]);
+    keys.extend(typed("gpu"));
+    keys.extend([code(KeyCode::Tab), code(KeyCode::Enter)]);
+    let fx = press(&mut app, &ctx, &keys);
+    assert!(fx.is_empty(), "{fx:?}");
+    let form = app.runs.form.clone().expect("the form stays open");
+    assert_eq!(form.focus, vcell::ui::panes::runs::DEVICE_FIELD);
+    assert!(app.status.as_deref().unwrap().contains("use cpu, cuda, cuda:N or auto"), "{:?}", app.status);
+    insta::assert_snapshot!("app_new_run_form_bad_device_80x24", render(&app, 80, 24));
+    let mut keys = vec![code(KeyCode::Backspace); 3];
+    keys.extend(typed("cuda:1"));
+    press(&mut app, &ctx, &keys);
+    assert_eq!(app.runs.form.as_ref().unwrap().argv()[4..], ["--device", "cuda:1"]);
     press(&mut app, &ctx, &[code(KeyCode::Esc)]);
     assert!(app.runs.form.is_none());
 }
