@@ -217,6 +217,7 @@ pub async fn run_terminal(mut app: App, initial: Vec<Effect>, ctx: WorkerContext
         }
     };
     ch.stop.store(true, Ordering::Relaxed);
+    app.cancel_background();
     result
 }
 
