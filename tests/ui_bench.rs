@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
-use vcell::jobs::{Event, EventKind};
+use vcell::jobs::{Event, EventKind, Workspace};
 use vcell::ui::action::{Action, Loaded};
 use vcell::ui::background::Latest;
 use vcell::ui::keymap::Keymap;
 use vcell::ui::panes::dataset::{self, DatasetSummary, GeneStats, ObsColumn};
 use vcell::ui::theme::Theme;
+use vcell::ui::worker::{run_effect, WorkerContext};
 use vcell::ui::{App, AppConfig, PaneId};
 
 fn time_frames(app: &App, w: u16, h: u16, n: u32) -> Duration {
@@ -142,4 +143,86 @@ fn render_dataset_pane_300k_cells() {
     }
     println!("dataset: gene search over 18k names, 5 keystrokes: {:?}", t.elapsed());
     println!("dataset 80x24 with gene matches: {:?}/frame", time_frames(&app, 80, 24, 200));
+}
+
+/// The dataset pane opened on a real file as the event loop runs it: the summary and the statistics pass on
+/// background threads, the UI thread applying their messages and drawing a frame at most every 33 ms (30 fps).
+/// Prints the time to the first frame, to the first frame with the summary, the scan time, and the frame times
+/// while the scan runs. Needs `VCELL_BENCH_H5AD=/path/to/file.h5ad` (a target_gene obs column).
+#[test]
+#[ignore]
+fn dataset_pane_on_a_real_file_while_scanning() {
+    let Some(path) = std::env::var_os("VCELL_BENCH_H5AD").map(PathBuf::from) else {
+        println!("SKIPPED: set VCELL_BENCH_H5AD to an .h5ad");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = WorkerContext { workspace: Workspace::new(tmp.path()), exe: PathBuf::from("/nonexistent/vcell") };
+    let opened = Instant::now();
+    let config = AppConfig { dataset: Some(path.clone()), pert_col: "target_gene".into(), ..AppConfig::default() };
+    let (mut app, effects) = App::new(config, Keymap::default(), Theme::dark());
+    app.update(Action::GoPane(PaneId::Dataset));
+    let mut term = Terminal::new(TestBackend::new(120, 36)).unwrap();
+    term.draw(|f| app.render(f)).unwrap();
+    let first_frame = opened.elapsed();
+
+    let (tx, rx) = std::sync::mpsc::channel::<Action>();
+    for effect in effects {
+        let (tx, ctx) = (tx.clone(), ctx.clone());
+        std::thread::spawn(move || run_effect(effect, &ctx, &move |a| drop(tx.send(a))));
+    }
+    drop(tx);
+    let (mut summary_frame, mut scanned) = (None, None);
+    let mut frames = Vec::new();
+    let mut progress_messages = 0usize;
+    let gap = Duration::from_millis(33);
+    loop {
+        let mut changed = false;
+        let mut disconnected = false;
+        match rx.recv_timeout(gap) {
+            Ok(a) => {
+                progress_messages += usize::from(matches!(a, Action::Loaded(Loaded::GeneStats { result: None, .. })));
+                app.update(a);
+                changed = true;
+                while let Ok(a) = rx.try_recv() {
+                    progress_messages +=
+                        usize::from(matches!(a, Action::Loaded(Loaded::GeneStats { result: None, .. })));
+                    app.update(a);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => disconnected = true,
+        }
+        // Draw on change, and once per tick while scanning (as a progress display would).
+        if changed || scanned.is_none() {
+            let t = Instant::now();
+            term.draw(|f| app.render(f)).unwrap();
+            frames.push(t.elapsed());
+        }
+        if summary_frame.is_none() && app.dataset.summary.is_some() {
+            summary_frame = Some(opened.elapsed());
+        }
+        if scanned.is_none() && (app.dataset.stats.is_some() || app.dataset.error.is_some()) {
+            scanned = Some(opened.elapsed());
+        }
+        if disconnected || (scanned.is_some() && summary_frame.is_some()) {
+            break;
+        }
+    }
+    assert!(app.dataset.error.is_none(), "{:?}", app.dataset.error);
+    let s = app.dataset.summary.as_ref().unwrap();
+    println!("dataset file: {} ({} cells × {} genes, X {})", path.display(), s.n_obs, s.n_vars, s.x);
+    println!("first frame (loading): {first_frame:?}");
+    println!("first frame with the obs summary: {:?}", summary_frame.unwrap());
+    println!("gene statistics scan done: {:?} ({progress_messages} progress messages)", scanned.unwrap());
+    frames.sort();
+    let pct = |p: f64| frames[((frames.len() - 1) as f64 * p) as usize];
+    println!(
+        "frames while scanning (120x36): {} drawn, median {:?}, p99 {:?}, max {:?}",
+        frames.len(),
+        pct(0.5),
+        pct(0.99),
+        frames[frames.len() - 1]
+    );
+    println!("dataset 120x36 after the scan: {:?}/frame", time_frames(&app, 120, 36, 200));
 }

@@ -109,6 +109,9 @@ pub enum Action {
     Refresh,
     /// Load eval outputs (results.csv, score.csv, real_de.csv, pred_de.csv) from a folder.
     OpenEval(PathBuf),
+    /// Evaluate the predictions the workbench was opened on (`--pred` against `--real`) in the background, into
+    /// the eval folder, and show the results.
+    ComputeEval,
     /// Browse an `.h5ad` in the dataset pane.
     OpenDataset(PathBuf),
     SetPerturbation(String),
@@ -136,6 +139,13 @@ pub enum Loaded {
     Eval {
         id: u64,
         result: Result<Arc<EvalData>, String>,
+    },
+    /// Progress of an evaluation computed in the background (its final result comes as `Eval` with the same id).
+    EvalProgress {
+        id: u64,
+        stage: String,
+        done: u64,
+        total: u64,
     },
     Dataset {
         id: u64,

@@ -9,6 +9,7 @@ use ratatui::widgets::{Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::action::{Action, InputKey, Loaded, PaneId};
+use super::celleval::EvalRequest;
 use super::effect::{Effect, Out};
 use super::keymap::Keymap;
 use super::panes::runs::{centered, RunsPane};
@@ -53,6 +54,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (":q", "quit"),
     (":runs :loss :eval :de :dataset :gene", "go to a pane"),
     (":eval DIR", "load eval outputs"),
+    (":evaluate", "evaluate --pred vs --real"),
     (":open FILE.h5ad", "browse a dataset"),
     (":pert NAME  :gene NAME", "pick a perturbation / gene"),
     (":new", "start a run (form)"),
@@ -78,6 +80,12 @@ impl App {
             theme,
             quit: false,
         };
+        // Predictions to evaluate on demand: into the eval folder, else `eval-<pred stem>` next to them.
+        if let (Some(real), Some(pred)) = (app.config.real.clone(), app.config.pred.clone()) {
+            let outdir = app.config.eval_dir.clone().unwrap_or_else(|| EvalRequest::default_outdir(&pred));
+            let (pert_col, control) = (app.config.pert_col.clone(), app.config.control.clone());
+            app.eval.request = Some(EvalRequest { real, pred, outdir, pert_col, control });
+        }
         let mut effects = Vec::new();
         if let Some(path) = app.config.dataset.clone().or_else(|| app.config.real.clone()) {
             effects.extend(app.update(Action::OpenDataset(path)));
@@ -89,6 +97,15 @@ impl App {
             _ => app.pane = PaneId::Runs,
         }
         (app, effects)
+    }
+
+    /// Cancel the background work in flight (the workbench is closing): an evaluation stops between blocks of
+    /// work and removes its staging folder; scans stop early.
+    pub fn cancel_background(&mut self) {
+        self.eval.cancel();
+        self.dataset.load.cancel();
+        self.dataset.stats_load.cancel();
+        self.gene.load.cancel();
     }
 
     /// Whether a text field has the keyboard.
@@ -205,6 +222,10 @@ impl App {
                     self.pane = PaneId::Eval;
                 }
             }
+            Action::ComputeEval => {
+                self.pane = PaneId::Eval;
+                self.eval.compute(out);
+            }
             Action::OpenDataset(path) => {
                 let pert_col = self.config.pert_col.clone();
                 self.dataset.open(path, &pert_col, out);
@@ -266,9 +287,15 @@ impl App {
                 self.sync_shown(before, out);
             }
             Loaded::Events { run, events, reset } => self.loss.push_events(&run, &events, reset),
+            Loaded::EvalProgress { id, stage, done, total } => self.eval.progress(id, stage, done, total),
             Loaded::Eval { id, result } => {
-                if let Err(e) = &result {
-                    out.say(format!("eval: {e}"));
+                let computed = self.eval.computing.is_some() && self.eval.load.is_current(id);
+                match &result {
+                    Err(e) => out.say(format!("error: eval: {e}")),
+                    Ok(d) if computed => {
+                        out.say(format!("evaluated: {} perturbations, outputs in {}", d.perts.len(), d.dir.display()))
+                    }
+                    Ok(_) => {}
                 }
                 if self.eval.loaded(id, result) {
                     self.de.set_data(self.eval.data.clone());
@@ -344,7 +371,7 @@ impl App {
             let hint = match self.pane {
                 PaneId::Runs => "n new  x stop  r resume  d delete  space overlay  enter loss",
                 PaneId::Loss => "L log  m smooth  z recent",
-                PaneId::Eval => "s sort  S reverse  / filter  enter DE",
+                PaneId::Eval => "s sort  S reverse  / filter  enter DE  e evaluate",
                 PaneId::De => "s sort  / search  a all/sig  enter gene",
                 PaneId::Dataset => "←→ column  / gene  enter pick",
                 PaneId::Gene => "pick in Eval/DE or :gene NAME",
@@ -358,7 +385,7 @@ impl App {
         let t = &self.theme;
         let popup = centered(area, 78, 22);
         frame.render_widget(Clear, popup);
-        let entries: [(&str, Action); 21] = [
+        let entries: [(&str, Action); 22] = [
             ("quit", Action::Quit),
             ("help", Action::Help),
             ("command line", Action::Palette),
@@ -380,6 +407,7 @@ impl App {
             ("smoothing", Action::CycleSmoothing),
             ("zoom recent", Action::ToggleZoom),
             ("DE all / sig", Action::ToggleAll),
+            ("evaluate predictions", Action::ComputeEval),
         ];
         let key_lines: Vec<Line> = entries
             .iter()
@@ -388,7 +416,7 @@ impl App {
                 Line::from(vec![Span::styled(format!("{keys:>12} "), t.accent()), Span::raw(*label)])
             })
             .collect();
-        let cmd_lines: Vec<Line> = COMMANDS
+        let mut cmd_lines: Vec<Line> = COMMANDS
             .iter()
             .flat_map(|(c, what)| [Line::styled(format!(" {c}"), t.accent()), Line::raw(format!("     {what}"))])
             .collect();
@@ -397,6 +425,12 @@ impl App {
         frame.render_widget(b, popup);
         if inner.width >= 70 {
             let [left, right] = Layout::horizontal([Constraint::Length(36), Constraint::Min(1)]).areas(inner);
+            // Keys that do not fit the left column continue at the top of the right one.
+            let mut key_lines = key_lines;
+            let overflow = key_lines.split_off(key_lines.len().min(left.height as usize));
+            if !overflow.is_empty() {
+                cmd_lines.splice(0..0, overflow.into_iter().chain(std::iter::once(Line::raw(""))));
+            }
             frame.render_widget(Paragraph::new(key_lines), left);
             frame.render_widget(Paragraph::new(cmd_lines), right);
         } else {
@@ -420,6 +454,7 @@ pub fn parse_command(line: &str) -> Result<Vec<Action>, String> {
         "q" | "quit" | "exit" => vec![Action::Quit],
         "help" | "h" => vec![Action::Help],
         "eval" if !arg.is_empty() => vec![Action::OpenEval(PathBuf::from(arg))],
+        "evaluate" | "run-eval" => vec![Action::ComputeEval],
         "open" | "data" | "dataset" if !arg.is_empty() => {
             vec![Action::OpenDataset(PathBuf::from(arg)), Action::GoPane(PaneId::Dataset)]
         }
@@ -449,6 +484,7 @@ mod tests {
         assert!(matches!(parse_command("de").unwrap()[..], [Action::GoPane(PaneId::De)]));
         assert!(matches!(parse_command("3").unwrap()[..], [Action::GoPane(PaneId::Eval)]));
         assert!(matches!(parse_command("eval /x").unwrap()[..], [Action::OpenEval(_)]));
+        assert!(matches!(parse_command("evaluate").unwrap()[..], [Action::ComputeEval]));
         assert!(matches!(parse_command("gene ABC").unwrap()[..], [Action::SetGene(_), Action::GoPane(PaneId::Gene)]));
         assert!(parse_command("gene").unwrap_err().contains("needs"));
         assert!(parse_command("frobnicate").unwrap_err().contains("unknown command"));

@@ -53,6 +53,13 @@ impl Latest {
     pub fn pending(&self) -> bool {
         self.pending
     }
+
+    /// Cancel the request in flight (its result will be dropped); nothing is pending afterwards.
+    pub fn cancel(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        self.id += 1;
+        self.pending = false;
+    }
 }
 
 #[cfg(test)]
@@ -70,5 +77,8 @@ mod tests {
         assert!(l.pending());
         assert!(l.finish(b.id));
         assert!(!l.pending());
+        let c = l.start();
+        l.cancel();
+        assert!(c.cancelled() && !l.pending() && !l.finish(c.id), "a cancelled request's result is dropped");
     }
 }

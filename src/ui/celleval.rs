@@ -1,10 +1,67 @@
 //! A small reader for the eval layer's output folder (`results.csv`, `agg_results.csv`, `score.csv`,
 //! `real_de.csv`, `pred_de.csv`), used by the eval, DE and gene panes until the eval layer exposes its own
-//! reader; then swap `load_eval_dir` for it.
+//! reader; then swap `load_eval_dir` for it. [`compute_eval`] writes such a folder on demand with the eval
+//! library (`vcell eval`'s own pipeline), for predictions that have none yet.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::UiError;
+use crate::eval::de::DeOptions;
+use crate::eval::input::InputOptions;
+use crate::eval::pipeline::{run_eval, EvalOptions};
+use crate::eval::profile::Profile;
+use crate::progress::Progress;
+
+/// An evaluation to compute: `pred` against `real`, the outputs into `outdir` (what `vcell eval --real R --pred P
+/// -o OUTDIR` does with the `vcc` profile).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalRequest {
+    pub real: PathBuf,
+    pub pred: PathBuf,
+    pub outdir: PathBuf,
+    pub pert_col: String,
+    pub control: String,
+}
+
+impl EvalRequest {
+    /// The output folder when none is given: `eval-<pred stem>` next to the predictions (`vcell demo`'s layout).
+    pub fn default_outdir(pred: &Path) -> PathBuf {
+        let stem = pred.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pred".into());
+        pred.with_file_name(format!("eval-{stem}"))
+    }
+}
+
+/// Evaluate `request` with the eval library (cell-eval's `vcc` profile, DE tables written; outputs published
+/// atomically into `outdir`), then read the folder back. Blocking and CPU-heavy: run it off the UI thread.
+/// `progress.cancelled()` stops it between blocks of work (nothing is left in `outdir` then).
+pub fn compute_eval(request: &EvalRequest, progress: &dyn Progress) -> Result<EvalData, UiError> {
+    let opts = EvalOptions {
+        real: request.real.clone(),
+        pred: request.pred.clone(),
+        outdir: request.outdir.clone(),
+        profile: Profile::Vcc,
+        skip_metrics: Vec::new(),
+        input: InputOptions {
+            pert_col: request.pert_col.clone(),
+            control: request.control.clone(),
+            ..InputOptions::default()
+        },
+        de: DeOptions::default(),
+        celltype_col: None,
+        de_real: None,
+        de_pred: None,
+        embed_key: None,
+        write_de: true,
+    };
+    run_eval(&opts, progress).map_err(|e| {
+        if progress.cancelled() {
+            UiError::Cancelled
+        } else {
+            UiError::Data(format!("evaluating {}: {e}", request.pred.display()))
+        }
+    })?;
+    load_eval_dir(&request.outdir, &|| progress.cancelled())
+}
 
 /// One perturbation's row of `results.csv`.
 #[derive(Debug, Clone, PartialEq)]

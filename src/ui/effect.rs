@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use super::action::Action;
 use super::background::Ticket;
+use super::celleval::EvalRequest;
 use super::panes::gene::GeneRequest;
 
 #[derive(Debug, Clone)]
@@ -23,6 +24,11 @@ pub enum Effect {
     LoadEval {
         ticket: Ticket,
         dir: PathBuf,
+    },
+    /// Run the evaluation of `request` (writing its output folder), then load the folder.
+    ComputeEval {
+        ticket: Ticket,
+        request: EvalRequest,
     },
     LoadDataset {
         ticket: Ticket,

@@ -78,9 +78,12 @@ pub fn spawn_watchers(ctx: &WorkerContext, ch: &Channels) {
     let _ = thread::Builder::new().name("vcell-ui-runs".into()).spawn(move || {
         let mut watcher = RunsWatcher::new(ws.clone());
         let mut any_live = false;
+        // The first listing is sent even when there is nothing to report (an empty or missing workspace), so the
+        // runs pane leaves "Reading the workspace…".
+        let mut first = true;
         while !stop.load(Ordering::Relaxed) {
             let changed = watcher.poll().map(|c| !c.is_empty()).unwrap_or(true);
-            if changed || any_live || refresh.swap(false, Ordering::Relaxed) {
+            if std::mem::take(&mut first) || changed || any_live || refresh.swap(false, Ordering::Relaxed) {
                 let loaded = list_runs(&ws);
                 if let Loaded::Runs { runs, .. } = &loaded {
                     any_live = runs.iter().any(|r| r.live);
@@ -214,6 +217,7 @@ pub async fn run_terminal(mut app: App, initial: Vec<Effect>, ctx: WorkerContext
         }
     };
     ch.stop.store(true, Ordering::Relaxed);
+    app.cancel_background();
     result
 }
 

@@ -236,6 +236,7 @@ impl Default for Keymap {
         bind(c('z'), A::ToggleZoom);
         bind(c('a'), A::ToggleAll);
         bind(c('R'), A::Refresh);
+        bind(c('e'), A::ComputeEval);
         Keymap { map }
     }
 }

@@ -123,9 +123,13 @@ pub fn run(workspace: Workspace, opts: UiOptions) -> Result<(), UiError> {
         .map_err(|e| UiError::Terminal(format!("tokio runtime: {e}")))?;
     let headless = opts.headless || !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal();
     let (app, initial) = App::new(config, keymap, theme);
-    if headless {
+    let result = if headless {
         runtime.block_on(event_loop::run_headless(app, ctx, opts.headless_limit))
     } else {
         runtime.block_on(event_loop::run_terminal(app, initial, ctx, opts.fps))
-    }
+    };
+    // Background work was cancelled on the way out; give it a moment to clean up (an evaluation removes its
+    // staging folder), but never wait for a long computation to finish.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result
 }

@@ -1,15 +1,17 @@
 //! Running [`Effect`]s: plain blocking functions (the event loop calls them on `spawn_blocking`; tests call them
 //! directly). Results go back as `Action::Loaded` through `send`.
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::action::{Action, Loaded};
-use super::celleval::load_eval_dir;
+use super::background::Ticket;
+use super::celleval::{compute_eval, load_eval_dir};
 use super::effect::Effect;
 use super::panes::runs::RunRow;
 use super::panes::{dataset, gene};
 use crate::jobs::{control, now_unix, resume_run, start_run, StartOutcome, Workspace};
+use crate::progress::Progress;
 
 /// What effects need from outside the app.
 #[derive(Debug, Clone)]
@@ -26,8 +28,59 @@ pub fn list_runs(ws: &Workspace) -> Loaded {
     Loaded::Runs { now, runs }
 }
 
+/// At most this often a progress message (besides one per stage).
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// A background evaluation's [`Progress`]: stage changes and (throttled) advances go to the app as
+/// `Loaded::EvalProgress`; the ticket's cancel flag stops the evaluation.
+struct EvalProgressSink<'a> {
+    ticket: &'a Ticket,
+    send: &'a (dyn Fn(Action) + Sync),
+    /// Stage, units done, units in the stage, time of the last message.
+    state: Mutex<(String, u64, u64, Instant)>,
+}
+
+impl EvalProgressSink<'_> {
+    fn report(&self, stage: &str, done: u64, total: u64) {
+        let id = self.ticket.id;
+        (self.send)(Action::Loaded(Loaded::EvalProgress { id, stage: stage.to_owned(), done, total }));
+    }
+}
+
+impl Progress for EvalProgressSink<'_> {
+    fn stage(&self, name: &str, total: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = (name.to_owned(), 0, total, Instant::now());
+        }
+        self.report(name, 0, total);
+    }
+
+    fn advance(&self, n: u64) {
+        let due = match self.state.lock() {
+            Ok(mut s) => {
+                s.1 += n;
+                if s.3.elapsed() >= PROGRESS_EVERY {
+                    s.3 = Instant::now();
+                    Some((s.0.clone(), s.1, s.2))
+                } else {
+                    None
+                }
+            }
+            Err(_) => None,
+        };
+        if let Some((stage, done, total)) = due {
+            self.report(&stage, done, total);
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.ticket.cancelled()
+    }
+}
+
 /// Run one effect to completion, sending its results. `WatchRuns` is the event loop's business (ignored here).
-pub fn run_effect(effect: Effect, ctx: &WorkerContext, send: &dyn Fn(Action)) {
+/// `send` may be called from several threads (an evaluation reports progress from its worker threads).
+pub fn run_effect(effect: Effect, ctx: &WorkerContext, send: &(dyn Fn(Action) + Sync)) {
     let job_done = |message: Result<String, String>| send(Action::Loaded(Loaded::JobDone { message }));
     match effect {
         Effect::StartRun { name, argv } => {
@@ -62,6 +115,12 @@ pub fn run_effect(effect: Effect, ctx: &WorkerContext, send: &dyn Fn(Action)) {
         Effect::LoadEval { ticket, dir } => {
             let cancel = || ticket.cancelled();
             let result = load_eval_dir(&dir, &cancel).map(Arc::new).map_err(|e| e.to_string());
+            send(Action::Loaded(Loaded::Eval { id: ticket.id, result }));
+        }
+        Effect::ComputeEval { ticket, request } => {
+            let sink =
+                EvalProgressSink { ticket: &ticket, send, state: Mutex::new((String::new(), 0, 0, Instant::now())) };
+            let result = compute_eval(&request, &sink).map(Arc::new).map_err(|e| e.to_string());
             send(Action::Loaded(Loaded::Eval { id: ticket.id, result }));
         }
         Effect::LoadDataset { ticket, path, pert_col } => {

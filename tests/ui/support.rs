@@ -1,8 +1,8 @@
 //! Shared by the TUI tests: a workspace with hand-written runs, fixtures, and running effects synchronously.
 #![allow(dead_code)]
-use std::cell::RefCell;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -110,26 +110,26 @@ pub fn settle(app: &mut App, ctx: &WorkerContext, effects: Vec<Effect>) {
     let mut queue = effects;
     while !queue.is_empty() {
         let effect = queue.remove(0);
-        let results = RefCell::new(Vec::new());
+        let results = Mutex::new(Vec::new());
         match effect {
             Effect::WatchRuns(names) => {
                 for name in names {
                     let path = RunDir::new(ctx.workspace.root().join(&name)).events_jsonl();
                     let events = EventReader::new(path).poll_all().unwrap();
-                    results.borrow_mut().push(Action::Loaded(Loaded::Events {
+                    results.lock().unwrap().push(Action::Loaded(Loaded::Events {
                         run: name,
                         events: std::sync::Arc::new(events),
                         reset: true,
                     }));
                 }
             }
-            Effect::RefreshRuns => results.borrow_mut().push(runs_loaded(&ctx.workspace)),
+            Effect::RefreshRuns => results.lock().unwrap().push(runs_loaded(&ctx.workspace)),
             Effect::StartRun { .. } | Effect::ResumeRun(_) | Effect::StopRun(_) => {
                 panic!("tests do not start or signal jobs: {effect:?}")
             }
-            other => run_effect(other, ctx, &|a| results.borrow_mut().push(a)),
+            other => run_effect(other, ctx, &|a| results.lock().unwrap().push(a)),
         }
-        for a in results.into_inner() {
+        for a in results.into_inner().unwrap() {
             queue.extend(app.update(a));
         }
     }

@@ -1,5 +1,6 @@
 //! Eval pane: the VCC summary (overlap_at_N, MAE, PDisc, score vs baseline) of an eval output folder, a sortable
-//! and filterable table of perturbations with PDisc rank, overlap and MAE, and a histogram of ranks.
+//! and filterable table of perturbations with PDisc rank, overlap and MAE, and a histogram of ranks. Predictions
+//! without eval outputs are evaluated on demand (`e`, `:evaluate`) in the background, with progress shown.
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use super::{block, edit, fmt_num, input_line, kv, matches, message, move_selecti
 use crate::ui::action::{Action, PaneId};
 use crate::ui::background::Latest;
 pub use crate::ui::celleval::EvalData;
-use crate::ui::celleval::PertRow;
+use crate::ui::celleval::{EvalRequest, PertRow};
 use crate::ui::effect::{Effect, Out};
 use crate::ui::theme::Theme;
 
@@ -59,20 +60,81 @@ pub struct EvalPane {
     pub selected: usize,
     /// Indices into `data.perts`, filtered and sorted.
     pub view: Vec<usize>,
+    /// The predictions the workbench was opened on, to evaluate on demand (`--real` and `--pred` given).
+    pub request: Option<EvalRequest>,
+    /// An evaluation running in the background (its ticket is `load`'s latest).
+    pub computing: Option<EvalProgress>,
+}
+
+/// Where a background evaluation is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalProgress {
+    pub stage: String,
+    pub done: u64,
+    /// Units of the stage (0: unknown).
+    pub total: u64,
+}
+
+impl EvalProgress {
+    /// `stage done/total (p%)`, or the stage alone when its size is unknown.
+    pub fn describe(&self) -> String {
+        if self.total == 0 {
+            return self.stage.clone();
+        }
+        let pct = (self.done.min(self.total) * 100) / self.total;
+        format!("{} {}/{} ({pct}%)", self.stage, self.done.min(self.total), self.total)
+    }
 }
 
 impl EvalPane {
     pub fn open(&mut self, dir: PathBuf, out: &mut Out) {
+        if self.computing.take().is_some() {
+            out.say("evaluation cancelled");
+        }
         let ticket = self.load.start();
         self.dir = Some(dir.clone());
         self.error = None;
         out.effect(Effect::LoadEval { ticket, dir });
     }
 
+    /// Evaluate the predictions in the background (a newer `open` or `compute` cancels it).
+    pub fn compute(&mut self, out: &mut Out) {
+        let Some(request) = self.request.clone() else {
+            out.say("error: no predictions to evaluate: open the workbench with --real REAL.h5ad --pred PRED.h5ad");
+            return;
+        };
+        if self.computing.is_some() {
+            out.say("already evaluating…");
+            return;
+        }
+        let ticket = self.load.start();
+        self.dir = Some(request.outdir.clone());
+        self.error = None;
+        self.computing = Some(EvalProgress { stage: "starting".into(), done: 0, total: 0 });
+        out.say(format!("evaluating {} in the background → {}", request.pred.display(), request.outdir.display()));
+        out.effect(Effect::ComputeEval { ticket, request });
+    }
+
+    /// Progress of the background evaluation (stale reports are dropped).
+    pub fn progress(&mut self, id: u64, stage: String, done: u64, total: u64) {
+        if self.load.is_current(id) && self.load.pending() {
+            if let Some(p) = &mut self.computing {
+                *p = EvalProgress { stage, done, total };
+            }
+        }
+    }
+
+    /// Stop background work (the workbench is closing).
+    pub fn cancel(&mut self) {
+        self.load.cancel();
+        self.computing = None;
+    }
+
     pub fn loaded(&mut self, id: u64, result: Result<Arc<EvalData>, String>) -> bool {
         if !self.load.finish(id) {
             return false;
         }
+        self.computing = None;
         match result {
             Ok(d) => {
                 self.data = Some(d);
@@ -150,6 +212,7 @@ impl EvalPane {
                 self.filter.clear();
                 self.rebuild();
             }
+            Action::Refresh if self.computing.is_some() => out.say("evaluating: the results show when it is done"),
             Action::Refresh => {
                 if let Some(dir) = self.dir.clone() {
                     self.open(dir, out);
@@ -180,20 +243,57 @@ pub fn rank_histogram(perts: &[PertRow], bins: usize) -> Vec<usize> {
 }
 
 pub fn render(pane: &EvalPane, theme: &Theme, frame: &mut Frame, area: Rect) {
-    let outer = block(" Eval ", theme, area);
-    let data = match (&pane.data, &pane.error) {
-        (_, Some(e)) => {
-            message(frame, area, outer, vec![Line::styled(format!("error: {e}"), theme.bad())]);
+    let title = match &pane.computing {
+        Some(p) => format!(" Eval — evaluating: {} ", p.describe()),
+        None => " Eval ".to_owned(),
+    };
+    let outer = block(title, theme, area);
+    let data = match (&pane.data, &pane.error, &pane.computing) {
+        (_, Some(e), None) => {
+            let mut lines = vec![Line::styled(format!("error: {e}"), theme.bad())];
+            if pane.request.is_some() {
+                lines.push(Line::styled("Press e to evaluate the predictions again.", theme.dim()));
+            }
+            message(frame, area, outer, lines);
             return;
         }
-        (Some(d), None) => d,
-        (None, None) => {
-            let text = if pane.load.pending() {
-                "Loading eval outputs…".to_owned()
+        (None, _, Some(p)) => {
+            let mut lines = Vec::new();
+            if let Some(r) = &pane.request {
+                lines.push(Line::raw(format!("Evaluating {}", r.pred.display())));
+                lines.push(Line::styled(format!("  against {}", r.real.display()), theme.dim()));
+                lines.push(Line::styled(format!("  into {}", r.outdir.display()), theme.dim()));
+            }
+            lines.push(Line::styled(p.describe(), theme.accent()));
+            let width = area.width.saturating_sub(4) as u64;
+            if let Some(filled) = (p.done.min(p.total) * width).checked_div(p.total) {
+                lines.push(Line::from(vec![
+                    Span::styled("█".repeat(filled as usize), theme.accent()),
+                    Span::styled("░".repeat((width - filled) as usize), theme.dim()),
+                ]));
+            }
+            message(frame, area, outer, lines);
+            return;
+        }
+        (Some(d), _, _) => d,
+        (None, _, None) => {
+            let mut lines = Vec::new();
+            if pane.load.pending() {
+                lines.push(Line::styled("Loading eval outputs…", theme.dim()));
+            } else if let Some(r) = &pane.request {
+                lines.push(Line::styled(format!("No eval outputs in {} yet.", r.outdir.display()), theme.dim()));
+                lines.push(Line::raw(format!(
+                    "Press e (or :evaluate) to evaluate {} against {} in the background.",
+                    r.pred.display(),
+                    r.real.display()
+                )));
             } else {
-                "No eval outputs. Open a folder with :eval DIR (results.csv, score.csv, *_de.csv).".to_owned()
-            };
-            message(frame, area, outer, vec![Line::styled(text, theme.dim())]);
+                lines.push(Line::styled(
+                    "No eval outputs. Open a folder with :eval DIR (results.csv, score.csv, *_de.csv).",
+                    theme.dim(),
+                ));
+            }
+            message(frame, area, outer, lines);
             return;
         }
     };

@@ -45,29 +45,46 @@ impl RunRow {
     }
 }
 
-/// The new-run form: model, data config, model config, name.
+/// The new-run form: model, data config, model config, device, name.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StartForm {
-    pub fields: [String; 4],
+    pub fields: [String; 5],
     pub focus: usize,
 }
 
-pub const FORM_LABELS: [&str; 4] = ["model", "data config", "model config", "name"];
+pub const FORM_LABELS: [&str; 5] = ["model", "data config", "model config", "device", "name"];
+/// The index of the device field.
+pub const DEVICE_FIELD: usize = 3;
+
+/// Whether `spec` is a device `vcell train --device` accepts: `cpu`, `cuda`, `cuda:N` or `auto` (any case).
+/// Whether a CUDA device can actually be opened is the job's business (it fails with a clear message).
+pub fn device_error(spec: &str) -> Option<String> {
+    let s = spec.trim().to_ascii_lowercase();
+    let ok = match s.as_str() {
+        "cpu" | "cuda" | "auto" => true,
+        other => other.strip_prefix("cuda:").is_some_and(|n| !n.is_empty() && n.parse::<usize>().is_ok()),
+    };
+    (!ok).then(|| format!("device {spec:?}: use cpu, cuda, cuda:N or auto"))
+}
 
 impl StartForm {
     pub fn new() -> Self {
-        StartForm { fields: ["st".into(), String::new(), String::new(), String::new()], focus: 0 }
+        StartForm { fields: ["st".into(), String::new(), String::new(), "cpu".into(), String::new()], focus: 0 }
     }
 
-    /// The vcell command line: `train <model> [--data-config F] [--config F]`; the model `demo` starts
-    /// the reference demo job (`runs __demo-job`).
+    /// The vcell command line: `train <model> [--data-config F] [--config F] [--device D]`; the model `demo`
+    /// starts the reference demo job (`runs __demo-job`), which has no device.
     pub fn argv(&self) -> Vec<String> {
         let model = self.fields[0].trim();
         if model == "demo" {
             return ["runs", "__demo-job", "--steps", "300", "--step-ms", "100"].map(String::from).to_vec();
         }
         let mut argv = vec!["train".to_owned(), model.to_owned()];
-        for (flag, value) in [("--data-config", &self.fields[1]), ("--config", &self.fields[2])] {
+        for (flag, value) in [
+            ("--data-config", &self.fields[1]),
+            ("--config", &self.fields[2]),
+            ("--device", &self.fields[DEVICE_FIELD]),
+        ] {
             if !value.trim().is_empty() {
                 argv.push(flag.to_owned());
                 argv.push(value.trim().to_owned());
@@ -77,7 +94,16 @@ impl StartForm {
     }
 
     pub fn name(&self) -> Option<String> {
-        Some(self.fields[3].trim().to_owned()).filter(|n| !n.is_empty())
+        Some(self.fields[4].trim().to_owned()).filter(|n| !n.is_empty())
+    }
+
+    /// Why the form cannot start a job yet (a bad device), if so.
+    pub fn problem(&self) -> Option<String> {
+        let device = self.fields[DEVICE_FIELD].trim();
+        if self.fields[0].trim() == "demo" || device.is_empty() {
+            return None;
+        }
+        device_error(device)
     }
 }
 
@@ -162,6 +188,12 @@ impl RunsPane {
                     InputKey::Next => form.focus = (form.focus + 1) % FORM_LABELS.len(),
                     InputKey::Prev => form.focus = (form.focus + FORM_LABELS.len() - 1) % FORM_LABELS.len(),
                     InputKey::Submit if form.focus + 1 < FORM_LABELS.len() => form.focus += 1,
+                    InputKey::Submit if form.problem().is_some() => {
+                        if let Some(p) = form.problem() {
+                            out.say(format!("error: {p}"));
+                        }
+                        form.focus = DEVICE_FIELD;
+                    }
                     InputKey::Submit => {
                         let (name, argv) = (form.name(), form.argv());
                         self.form = None;
@@ -312,7 +344,7 @@ fn render_table(pane: &RunsPane, theme: &Theme, frame: &mut Frame, area: Rect) {
 }
 
 fn render_form(form: &StartForm, theme: &Theme, frame: &mut Frame, area: Rect) {
-    let popup = centered(area, 60.min(area.width), 8.min(area.height));
+    let popup = centered(area, 76.min(area.width), 10.min(area.height));
     frame.render_widget(Clear, popup);
     let b = block(" New run (Tab: next field, Enter: start, Esc: cancel) ", theme, popup);
     let lines: Vec<Line> = FORM_LABELS
@@ -328,9 +360,14 @@ fn render_form(form: &StartForm, theme: &Theme, frame: &mut Frame, area: Rect) {
             }
             line
         })
+        .chain(std::iter::once(match form.problem() {
+            Some(p) => Line::styled(p, theme.bad()),
+            None if form.focus == DEVICE_FIELD => Line::styled("cpu, cuda, cuda:N or auto", theme.dim()),
+            None => Line::raw(""),
+        }))
         .chain(std::iter::once(Line::styled(format!("vcell {}", form.argv().join(" ")), theme.dim())))
         .collect();
-    frame.render_widget(Paragraph::new(lines).block(b), popup);
+    frame.render_widget(Paragraph::new(lines).block(b).wrap(ratatui::widgets::Wrap { trim: false }), popup);
 }
 
 /// A `w`×`h` rectangle centred in `area`.
@@ -338,4 +375,34 @@ pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
     let h = h.min(area.height);
     Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_checked() {
+        for ok in ["cpu", "CPU", "cuda", "cuda:0", "cuda:12", "auto", " auto "] {
+            assert_eq!(device_error(ok), None, "{ok}");
+        }
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "cuda0", "metal"] {
+            assert!(device_error(bad).is_some_and(|e| e.contains("cuda:N")), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_form_passes_the_device() {
+        let mut f = StartForm::new();
+        f.fields[1] = "d.toml".into();
+        assert_eq!(f.argv(), ["train", "st", "--data-config", "d.toml", "--device", "cpu"]);
+        f.fields[DEVICE_FIELD] = "cuda:1".into();
+        assert_eq!(f.argv()[4..], ["--device", "cuda:1"]);
+        f.fields[DEVICE_FIELD] = String::new();
+        assert_eq!(f.argv(), ["train", "st", "--data-config", "d.toml"], "empty: the job's default");
+        f.fields[DEVICE_FIELD] = "gpu".into();
+        assert!(f.problem().is_some());
+        f.fields[0] = "demo".into();
+        assert!(f.problem().is_none() && !f.argv().contains(&"--device".to_owned()), "the demo job has no device");
+    }
 }
