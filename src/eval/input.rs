@@ -198,7 +198,7 @@ impl Default for InputOptions {
             pert_col: "target_gene".to_owned(),
             control: "non-targeting".to_owned(),
             allow_discrete: false,
-            chunk_nnz: 4 << 20,
+            chunk_nnz: 1 << 20,
         }
     }
 }

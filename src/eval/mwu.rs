@@ -232,29 +232,13 @@ impl<T: RankKey> SortedReference<T> {
         self.ties[c]
     }
 
-    /// (values < v, values ≤ v) in column `c`.
-    #[inline]
-    fn locate(&self, c: usize, v: T) -> (usize, usize) {
-        let ys = self.column(c);
-        let b = self.buckets[c];
-        let k = v.key();
-        if ys.is_empty() || k < b.first {
-            return (0, 0);
-        }
-        if k > b.last {
-            return (ys.len(), ys.len());
-        }
-        let i = b.offset + ((k - b.first) >> b.shift) as usize;
-        // k ≤ b.last keeps i within the column's buckets
-        let (s, e) = (self.starts[i] as usize, self.starts[i + 1] as usize);
-        let seg = &ys[s..e];
-        (s + seg.partition_point(|&y| y < v), s + seg.partition_point(|&y| y <= v))
-    }
-
     /// [`rank_sum_and_ties_vs`] of the sorted positive target values `x_nz` (of `n1` cells) against column `c`.
     pub fn rank_sum_and_ties(&self, x_nz: &[T], n1: usize, c: usize) -> (f64, f64) {
+        let ys = self.column(c);
+        let bk = self.buckets[c];
+        let starts = &self.starts[bk.offset..];
         let zx = n1 - x_nz.len();
-        let zy = self.n - self.column(c).len();
+        let zy = self.n - ys.len();
         let t0 = (zx + zy) as f64;
         let mut r1 = zx as f64 * (t0 + 1.0) / 2.0;
         let mut ties = t0 * t0 * t0 - t0 + self.ties[c];
@@ -262,13 +246,34 @@ impl<T: RankKey> SortedReference<T> {
         while i < x_nz.len() {
             let v = x_nz[i];
             let i0 = i;
+            i += 1;
             while i < x_nz.len() && x_nz[i] == v {
                 i += 1;
             }
-            let a = (i - i0) as f64;
-            let (lo, hi) = self.locate(c, v);
-            let b = (hi - lo) as f64;
+            // (values < v, values <= v) in the column: a bucket lookup, then a search inside the bucket
+            let k = v.key();
+            let (lo, hi) = if ys.is_empty() || k < bk.first {
+                (0, 0)
+            } else if k > bk.last {
+                (ys.len(), ys.len())
+            } else {
+                let j = ((k - bk.first) >> bk.shift) as usize;
+                let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
+                let lo = s + ys[s..e].partition_point(|&y| y < v);
+                let mut hi = lo;
+                while hi < e && ys[hi] == v {
+                    hi += 1;
+                }
+                (lo, hi)
+            };
             let below = (zx + zy + i0 + lo) as f64;
+            if i - i0 == 1 && hi == lo {
+                // a value of its own: rank below + 1, no tie
+                r1 += below + 1.0;
+                continue;
+            }
+            let a = (i - i0) as f64;
+            let b = (hi - lo) as f64;
             r1 += a * (below + (a + b + 1.0) / 2.0);
             let t = a + b;
             ties += (t * t * t - t) - (b * b * b - b);

@@ -82,14 +82,10 @@ pub fn discrimination_scores(
         .par_iter()
         .enumerate()
         .map(|(p_idx, p)| {
-            let excluded: Option<usize> = genes.and_then(|g| g.iter().position(|name| name == p));
-            // var names may repeat; compare by name for every excluded column
-            let keep = |g: usize| -> bool {
-                match (genes, excluded) {
-                    (Some(names), Some(_)) => names[g] != *p,
-                    _ => true,
-                }
-            };
+            // var names may repeat: every column named like the target is dropped (mask built once per target)
+            let mask: Option<Vec<bool>> =
+                genes.filter(|g| g.iter().any(|name| name == p)).map(|g| g.iter().map(|name| name != p).collect());
+            let keep = |g: usize| -> bool { mask.as_ref().is_none_or(|m| m[g]) };
             let dists: Vec<f64> = real_deltas.iter().map(|r| metric.eval(r, &pred_deltas[p_idx], &keep)).collect();
             let own = dists[p_idx];
             let rank = dists.iter().filter(|&&d| d < own).count();
