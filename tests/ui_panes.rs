@@ -87,3 +87,30 @@ fn help_overlay_and_tiny_terminals() {
     app.update(Action::Help);
     insta::assert_snapshot!("too_small_15x2", render(&app, 15, 2));
 }
+
+/// The 2026 layout (cell-eval2 `--preset vcc2026` outputs + `score --real-bundle`): the six scored members with
+/// their rescaled values, `avg_score`, and per-perturbation member columns.
+#[test]
+fn eval_pane_vcc2026() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("eval2026");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["results.csv", "agg_results.csv"] {
+        std::fs::copy(support::fixture(&format!("vcc2026/tiny/run/{f}")), dir.join(f)).unwrap();
+    }
+    std::fs::copy(support::fixture("vcc2026/tiny/score.csv"), dir.join("score.csv")).unwrap();
+    let data = vcell::ui::celleval::load_eval_dir(&dir, &|| false).unwrap();
+    assert_eq!(data.layout, vcell::ui::celleval::EvalLayout::Vcc2026);
+    assert_eq!(data.members.len(), 6);
+    let pds = data.members.iter().find(|m| m.name == "pds_cosine").unwrap();
+    assert_eq!(pds.rescaled, Some(1.18705035971223));
+    assert_eq!(data.score, vec![("avg_score".to_owned(), 0.34272595415659485)]);
+    assert!(data.perts.iter().all(|p| p.values.len() == 6 && p.rank.is_some()));
+    let (mut app, ctx) = support::app(tmp.path());
+    let fx = app.update(Action::GoPane(PaneId::Eval));
+    support::settle(&mut app, &ctx, fx);
+    let fx = app.update(Action::OpenEval(dir));
+    support::settle(&mut app, &ctx, fx);
+    insta::assert_snapshot!("eval2026_80x24", render(&app, 80, 24));
+    insta::assert_snapshot!("eval2026_120x36", render(&app, 120, 36));
+}

@@ -577,9 +577,16 @@ pub fn load_pair_sources(
     opts: &InputOptions,
     progress: &dyn Progress,
 ) -> Result<(PreparedFile, PreparedFile)> {
-    // 2. log1p / integer check, real then pred
-    let real = scan(real.0, real.1, opts, progress)?;
-    let pred = scan(pred.0, pred.1, opts, progress)?;
+    // 2. log1p / integer check, real then pred: both files are scanned at once (each scan is mostly reading),
+    // and real's error, if any, is reported first
+    let (real, pred) = std::thread::scope(|s| {
+        let pred_scan = s.spawn(|| scan(pred.0, pred.1, opts, progress));
+        let real_scan = scan(real.0, real.1, opts, progress);
+        let pred_scan = pred_scan.join().map_err(|_| EvalError::Cancelled);
+        (real_scan, pred_scan)
+    });
+    let real = real?;
+    let pred = pred??;
     // 3. gene count
     let real_vars = real.source.var_names()?;
     let pred_vars = pred.source.var_names()?;

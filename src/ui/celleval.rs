@@ -64,15 +64,48 @@ pub fn compute_eval(request: &EvalRequest, progress: &dyn Progress) -> Result<Ev
 }
 
 /// One perturbation's row of `results.csv`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PertRow {
     pub name: String,
     pub overlap: Option<f64>,
     pub mae: Option<f64>,
+    /// `discrimination_score_l1` (2025) or `pds_cosine` (2026).
     pub pdisc: Option<f64>,
-    /// PDisc rank: (1 − discrimination_score_l1)·N, 0 is best.
+    /// PDisc rank, 0 is best: (1 − discrimination_score_l1)·N (2025), (1 − pds_cosine)·(N − 1) (2026).
     pub rank: Option<f64>,
+    /// 2026 layout: the values of [`EvalData::member_columns`], in that order.
+    pub values: Vec<Option<f64>>,
 }
+
+/// Which challenge's scorer wrote an eval folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EvalLayout {
+    /// cell-eval 0.8.2: wide `results.csv` (one column per metric), `score.csv` vs a cell-mean baseline.
+    #[default]
+    Vcc2025,
+    /// cell-eval2 `--preset vcc2026`: long `results.csv` (perturbation, metric, value), `score.csv` against a
+    /// real bundle (`from_replicate` is the competition's rescaled value).
+    Vcc2026,
+}
+
+/// One scored member of the 2026 preset: its mean and, with a bundle score, its rescaled value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub name: String,
+    pub mean: Option<f64>,
+    pub rescaled: Option<f64>,
+}
+
+/// Per-perturbation columns of the 2026 layout (the capped, normalised expression error exists only as an
+/// aggregate; its per-perturbation numerator `expr_mse_unbiased_capped` is shown).
+pub const VCC2026_COLUMNS: [(&str, &str); 6] = [
+    ("PDS", crate::eval::vcc2026::metrics::PDS_COSINE),
+    ("JACC", crate::eval::vcc2026::metrics::SIG_JACCARD),
+    ("FIDEL", crate::eval::vcc2026::metrics::FIDELITY),
+    ("REACH", crate::eval::vcc2026::metrics::REACH),
+    ("NMAE", crate::eval::vcc2026::metrics::LFC_NMAE),
+    ("MSEcap", crate::eval::vcc2026::metrics::EXPR_MSE_UNBIASED_CAPPED),
+];
 
 /// One gene of one perturbation, real and predicted DE side by side.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +153,11 @@ pub struct EvalData {
     /// target → genes (sorted by feature name), when the DE tables are present.
     pub de: BTreeMap<String, Vec<DeRow>>,
     pub notes: Vec<String>,
+    pub layout: EvalLayout,
+    /// 2026 layout: the six scored members (means from `agg_results.csv`, rescaled values from `score.csv`).
+    pub members: Vec<Member>,
+    /// 2026 layout: the metric of each entry of [`PertRow::values`].
+    pub member_columns: Vec<String>,
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> UiError {
@@ -161,6 +199,10 @@ pub fn load_eval_dir(dir: &Path, cancel: &dyn Fn() -> bool) -> Result<EvalData, 
     let mut data = EvalData { dir: dir.to_owned(), ..EvalData::default() };
     let results = dir.join("results.csv");
     let mut csv = Csv::open(&results)?;
+    if csv.headers == ["perturbation", "metric", "value"] {
+        return load_vcc2026(data, csv);
+    }
+
     let name = csv.need("perturbation")?;
     let (ov, mae, disc) = (csv.col("overlap_at_N"), csv.col("mae"), csv.col("discrimination_score_l1"));
     for rec in csv.reader.records() {
@@ -172,6 +214,7 @@ pub fn load_eval_dir(dir: &Path, cancel: &dyn Fn() -> bool) -> Result<EvalData, 
             mae: get(mae),
             pdisc: get(disc),
             rank: None,
+            values: Vec::new(),
         });
     }
     let n = data.perts.len() as f64;
@@ -217,6 +260,71 @@ pub fn load_eval_dir(dir: &Path, cancel: &dyn Fn() -> bool) -> Result<EvalData, 
     } else {
         data.notes.push("no real_de.csv/pred_de.csv: the DE pane is empty".into());
     }
+    Ok(data)
+}
+
+/// A cell-eval2 `--preset vcc2026` folder: long `results.csv`, `agg_results.csv` (statistic rows × members),
+/// optional `score.csv` from `score --real-bundle`.
+fn load_vcc2026(mut data: EvalData, mut csv: Csv) -> Result<EvalData, UiError> {
+    use crate::eval::vcc2026::metrics::{PDS_COSINE, SCORED};
+    data.layout = EvalLayout::Vcc2026;
+    data.member_columns = VCC2026_COLUMNS.iter().map(|(_, m)| (*m).to_owned()).collect();
+    let results = csv.path.clone();
+    let mut by_pert: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
+    for rec in csv.reader.records() {
+        let rec = rec.map_err(|e| err(&results, e))?;
+        let (Some(pert), Some(metric)) = (rec.get(0), rec.get(1)) else { continue };
+        let row = by_pert.entry(pert.to_owned()).or_insert_with(|| vec![None; VCC2026_COLUMNS.len()]);
+        if let Some(k) = VCC2026_COLUMNS.iter().position(|(_, m)| *m == metric) {
+            row[k] = rec.get(2).and_then(parse_num);
+        }
+    }
+    let pds_col = VCC2026_COLUMNS.iter().position(|(_, m)| *m == PDS_COSINE);
+    let n = by_pert.len() as f64;
+    data.perts = by_pert
+        .into_iter()
+        .map(|(name, values)| {
+            let pdisc = pds_col.and_then(|k| values[k]);
+            PertRow { name, pdisc, rank: pdisc.map(|d| (1.0 - d) * (n - 1.0).max(0.0)), values, ..PertRow::default() }
+        })
+        .collect();
+    let agg = data.dir.join("agg_results.csv");
+    if agg.exists() {
+        let mut csv = Csv::open(&agg)?;
+        let stat = csv.need("statistic")?;
+        let headers = csv.headers.clone();
+        for rec in csv.reader.records() {
+            let rec = rec.map_err(|e| err(&agg, e))?;
+            if rec.get(stat) == Some("mean") {
+                for (i, h) in headers.iter().enumerate() {
+                    if let Some(v) = rec.get(i).and_then(parse_num).filter(|_| i != stat) {
+                        data.means.push((h.clone(), v));
+                    }
+                }
+            }
+        }
+    }
+    let score = data.dir.join("score.csv");
+    let mut rescaled: Vec<(String, f64)> = Vec::new();
+    if score.exists() {
+        let mut csv = Csv::open(&score)?;
+        let (m, v) = (csv.need("metric")?, csv.need("from_replicate")?);
+        for rec in csv.reader.records() {
+            let rec = rec.map_err(|e| err(&score, e))?;
+            if let (Some(metric), Some(value)) = (rec.get(m), rec.get(v).and_then(parse_num)) {
+                rescaled.push((metric.to_owned(), value));
+            }
+        }
+        data.score = rescaled.iter().filter(|(m, _)| m == "avg_score").cloned().collect();
+    } else {
+        data.notes.push("no score.csv (vcell score --real-bundle BUNDLE -i agg_results.csv)".into());
+    }
+    let lookup = |list: &[(String, f64)], m: &str| list.iter().find(|(k, _)| k == m).map(|(_, v)| *v);
+    data.members = SCORED
+        .iter()
+        .map(|&m| Member { name: m.to_owned(), mean: lookup(&data.means, m), rescaled: lookup(&rescaled, m) })
+        .collect();
+    data.notes.push("vcc2026 outputs: no DE tables are shown (run with --write-degenes for de_*.csv)".into());
     Ok(data)
 }
 

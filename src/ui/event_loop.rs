@@ -186,14 +186,21 @@ pub async fn run_terminal(mut app: App, initial: Vec<Effect>, ctx: WorkerContext
         dispatch(e, &ctx, &ch);
     }
     let frame_gap = Duration::from_millis(1000 / u64::from(fps.clamp(1, 120)));
+    // VCELL_UI_FRAME_STATS=FILE: keep every frame's draw time (in memory) and write a summary at exit
+    let stats_path = std::env::var_os("VCELL_UI_FRAME_STATS").map(std::path::PathBuf::from);
+    let mut frame_us: Vec<u32> = Vec::new();
     let mut dirty = true;
     let mut last_draw: Option<Instant> = None;
     let result = loop {
         if dirty {
             let due = last_draw.map_or(Instant::now(), |t| t + frame_gap);
             if Instant::now() >= due {
+                let started = Instant::now();
                 if let Err(e) = draw(&mut term, &app) {
                     break Err(e);
+                }
+                if stats_path.is_some() {
+                    frame_us.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
                 }
                 last_draw = Some(Instant::now());
                 dirty = false;
@@ -218,7 +225,24 @@ pub async fn run_terminal(mut app: App, initial: Vec<Effect>, ctx: WorkerContext
     };
     ch.stop.store(true, Ordering::Relaxed);
     app.cancel_background();
+    if let Some(path) = stats_path {
+        // best effort: a diagnostic must not turn a clean exit into an error
+        let _ = std::fs::write(path, frame_stats_json(&mut frame_us));
+    }
     result
+}
+
+/// `{"frames": n, "median_ms": …, "p99_ms": …, "max_ms": …}` of the frame draw times.
+fn frame_stats_json(us: &mut [u32]) -> String {
+    us.sort_unstable();
+    let at = |q: f64| -> f64 {
+        if us.is_empty() {
+            return 0.0;
+        }
+        let i = ((us.len() - 1) as f64 * q).round() as usize;
+        f64::from(us[i.min(us.len() - 1)]) / 1000.0
+    };
+    serde_json::json!({"frames": us.len(), "median_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1.0)}).to_string()
 }
 
 /// Apply one message and everything else already queued; true if the screen needs a redraw.

@@ -224,8 +224,14 @@ pub fn load_pair_sources(
     // 4–5. values, real then pred
     let rchunk = chunk_rows_for(rsrc.as_ref(), opts.chunk_nnz);
     let pchunk = chunk_rows_for(psrc.as_ref(), opts.chunk_nnz);
-    check_values(rsrc.as_ref(), &rname, rchunk, false, progress)?;
-    check_values(psrc.as_ref(), &pname, pchunk, opts.allow_fractional, progress)?;
+    // both files at once (each check is mostly reading); real's error, if any, is reported first
+    let (rcheck, pcheck) = std::thread::scope(|s| {
+        let p = s.spawn(|| check_values(psrc.as_ref(), &pname, pchunk, opts.allow_fractional, progress));
+        let r = check_values(rsrc.as_ref(), &rname, rchunk, false, progress);
+        (r, p.join())
+    });
+    rcheck?;
+    pcheck.map_err(|_| Vcc2026Error::Metric(format!("checking {pname} failed unexpectedly")))??;
     // 6. targets
     let perts: Vec<String> = rl.iter().filter(|l| **l != opts.control).cloned().collect();
     check_targets(&rv, &perts)?;

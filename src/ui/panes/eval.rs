@@ -13,7 +13,7 @@ use super::{block, edit, fmt_num, input_line, kv, matches, message, move_selecti
 use crate::ui::action::{Action, PaneId};
 use crate::ui::background::Latest;
 pub use crate::ui::celleval::EvalData;
-use crate::ui::celleval::{EvalRequest, PertRow};
+use crate::ui::celleval::{EvalLayout, EvalRequest, PertRow, VCC2026_COLUMNS};
 use crate::ui::effect::{Effect, Out};
 use crate::ui::theme::Theme;
 
@@ -37,14 +37,24 @@ impl EvalSort {
         }
     }
     pub fn label(self) -> &'static str {
-        match self {
-            EvalSort::Rank => "rank",
-            EvalSort::Overlap => "overlap",
-            EvalSort::Mae => "mae",
-            EvalSort::Name => "name",
+        self.label_for(EvalLayout::Vcc2025)
+    }
+    /// The sort's name for a layout (2026: the DE overlap is the significance Jaccard, the error the LFC NMAE).
+    pub fn label_for(self, layout: EvalLayout) -> &'static str {
+        match (self, layout) {
+            (EvalSort::Rank, _) => "rank",
+            (EvalSort::Overlap, EvalLayout::Vcc2025) => "overlap",
+            (EvalSort::Overlap, EvalLayout::Vcc2026) => "jaccard",
+            (EvalSort::Mae, EvalLayout::Vcc2025) => "mae",
+            (EvalSort::Mae, EvalLayout::Vcc2026) => "lfc_nmae",
+            (EvalSort::Name, _) => "name",
         }
     }
 }
+
+/// Positions in [`VCC2026_COLUMNS`] of the sort keys.
+const VCC2026_JACCARD: usize = 1;
+const VCC2026_NMAE: usize = 4;
 
 #[derive(Debug, Default)]
 pub struct EvalPane {
@@ -159,11 +169,14 @@ impl EvalPane {
         };
         let mut view: Vec<usize> =
             (0..data.perts.len()).filter(|&i| matches(&data.perts[i].name, &self.filter)).collect();
-        let key = |p: &PertRow| match self.sort {
-            EvalSort::Rank => p.rank,
-            EvalSort::Overlap => p.overlap.map(|v| -v),
-            EvalSort::Mae => p.mae,
-            EvalSort::Name => None,
+        let value = |p: &PertRow, k: usize| p.values.get(k).copied().flatten();
+        let key = |p: &PertRow| match (self.sort, data.layout) {
+            (EvalSort::Rank, _) => p.rank,
+            (EvalSort::Overlap, EvalLayout::Vcc2025) => p.overlap.map(|v| -v),
+            (EvalSort::Mae, EvalLayout::Vcc2025) => p.mae,
+            (EvalSort::Overlap, EvalLayout::Vcc2026) => value(p, VCC2026_JACCARD).map(|v| -v),
+            (EvalSort::Mae, EvalLayout::Vcc2026) => value(p, VCC2026_NMAE),
+            (EvalSort::Name, _) => None,
         };
         view.sort_by(|&a, &b| {
             let (pa, pb) = (&data.perts[a], &data.perts[b]);
@@ -303,7 +316,78 @@ pub fn render(pane: &EvalPane, theme: &Theme, frame: &mut Frame, area: Rect) {
     let [summary_area, filter_area, body] =
         Layout::vertical([Constraint::Length(summary_h), Constraint::Length(1), Constraint::Min(1)]).areas(inner);
 
-    // Summary: the means and the score vs baseline.
+    let lines = match data.layout {
+        EvalLayout::Vcc2025 => summary_2025(data, summary_h, theme),
+        EvalLayout::Vcc2026 => summary_2026(data, summary_h, theme),
+    };
+    frame.render_widget(Paragraph::new(lines), summary_area);
+    let sort_label = pane.sort.label_for(data.layout);
+    let sort = format!("sort {sort_label}{}  filter ", if pane.reverse { " (rev)" } else { "" });
+    frame.render_widget(Paragraph::new(input_line_owned(&sort, &pane.filter, pane.editing, theme)), filter_area);
+
+    let hist_min_width = if data.layout == EvalLayout::Vcc2026 { 110 } else { 70 };
+    let hist_w = if body.width >= hist_min_width { 26 } else { 0 };
+    let [table_area, hist_area] = Layout::horizontal([Constraint::Min(1), Constraint::Length(hist_w)]).areas(body);
+    let visible = table_area.height.saturating_sub(1) as usize;
+    let offset = scroll_offset(pane.selected, visible);
+    let (header, widths): (Vec<&str>, Vec<Constraint>) = match data.layout {
+        EvalLayout::Vcc2025 => (
+            vec!["PERTURBATION", "RANK", "OVERLAP", "MAE", "PDISC"],
+            vec![
+                Constraint::Min(10),
+                Constraint::Length(7),
+                Constraint::Length(8),
+                Constraint::Length(8),
+                Constraint::Length(8),
+            ],
+        ),
+        EvalLayout::Vcc2026 => {
+            let mut h = vec!["PERTURBATION", "RANK"];
+            h.extend(VCC2026_COLUMNS.iter().map(|(label, _)| *label));
+            let mut w = vec![Constraint::Min(10), Constraint::Length(6)];
+            w.extend(VCC2026_COLUMNS.iter().map(|_| Constraint::Length(8)));
+            (h, w)
+        }
+    };
+    let rows = pane.view.iter().enumerate().skip(offset).take(visible).filter_map(|(i, &pi)| {
+        let p = data.perts.get(pi)?;
+        let cells = match data.layout {
+            EvalLayout::Vcc2025 => {
+                vec![p.name.clone(), fmt_num(p.rank), fmt_num(p.overlap), fmt_num(p.mae), fmt_num(p.pdisc)]
+            }
+            EvalLayout::Vcc2026 => {
+                let mut c = vec![p.name.clone(), fmt_num(p.rank)];
+                c.extend(p.values.iter().map(|v| fmt_num(*v)));
+                c
+            }
+        };
+        let row = Row::new(cells);
+        Some(if i == pane.selected { row.style(theme.selected()) } else { row })
+    });
+    let table = Table::new(rows, widths).header(Row::new(header).style(theme.header()));
+    frame.render_widget(table, table_area);
+    if hist_w > 0 {
+        let bins = 10usize.min(data.perts.len().max(1));
+        let counts = rank_histogram(&data.perts, bins);
+        let max = counts.iter().copied().max().unwrap_or(0);
+        let n = data.perts.len() as f64;
+        let bar_w = hist_w.saturating_sub(14) as usize;
+        let mut lines = vec![Line::styled(" PDisc rank histogram", theme.header())];
+        for (b, &c) in counts.iter().enumerate() {
+            let lo = n * b as f64 / bins as f64;
+            let len = if max > 0 { (c * bar_w).div_ceil(max) } else { 0 };
+            lines.push(Line::from(vec![
+                Span::styled(format!(" {lo:>5.1} "), theme.dim()),
+                Span::styled("█".repeat(len), theme.accent()),
+                Span::raw(format!(" {c}")),
+            ]));
+        }
+        frame.render_widget(Paragraph::new(lines), hist_area);
+    }
+}
+
+/// 2025 summary: the means and the score vs the cell-mean baseline.
+fn summary_2025<'a>(data: &EvalData, summary_h: u16, theme: &Theme) -> Vec<Line<'a>> {
     let mean = |m: &str| data.means.iter().find(|(k, _)| k == m).map(|(_, v)| *v);
     let score = |m: &str| data.score.iter().find(|(k, _)| k == m).map(|(_, v)| *v);
     let mut l1 = Vec::new();
@@ -328,47 +412,38 @@ pub fn render(pane: &EvalPane, theme: &Theme, frame: &mut Frame, area: Rect) {
         let des = lines.remove(1);
         lines[0].spans.extend(des.spans);
     }
-    frame.render_widget(Paragraph::new(lines), summary_area);
-    let sort = format!("sort {}{}  filter ", pane.sort.label(), if pane.reverse { " (rev)" } else { "" });
-    frame.render_widget(Paragraph::new(input_line_owned(&sort, &pane.filter, pane.editing, theme)), filter_area);
+    lines
+}
 
-    let hist_w = if body.width >= 70 { 26 } else { 0 };
-    let [table_area, hist_area] = Layout::horizontal([Constraint::Min(1), Constraint::Length(hist_w)]).areas(body);
-    let visible = table_area.height.saturating_sub(1) as usize;
-    let offset = scroll_offset(pane.selected, visible);
-    let rows = pane.view.iter().enumerate().skip(offset).take(visible).filter_map(|(i, &pi)| {
-        let p = data.perts.get(pi)?;
-        let row = Row::new(vec![p.name.clone(), fmt_num(p.rank), fmt_num(p.overlap), fmt_num(p.mae), fmt_num(p.pdisc)]);
-        Some(if i == pane.selected { row.style(theme.selected()) } else { row })
-    });
-    let widths = [
-        Constraint::Min(10),
-        Constraint::Length(7),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(8),
-    ];
-    let table = Table::new(rows, widths)
-        .header(Row::new(vec!["PERTURBATION", "RANK", "OVERLAP", "MAE", "PDISC"]).style(theme.header()));
-    frame.render_widget(table, table_area);
-    if hist_w > 0 {
-        let bins = 10usize.min(data.perts.len().max(1));
-        let counts = rank_histogram(&data.perts, bins);
-        let max = counts.iter().copied().max().unwrap_or(0);
-        let n = data.perts.len() as f64;
-        let bar_w = hist_w.saturating_sub(14) as usize;
-        let mut lines = vec![Line::styled(" PDisc rank histogram", theme.header())];
-        for (b, &c) in counts.iter().enumerate() {
-            let lo = n * b as f64 / bins as f64;
-            let len = if max > 0 { (c * bar_w).div_ceil(max) } else { 0 };
-            lines.push(Line::from(vec![
-                Span::styled(format!(" {lo:>5.1} "), theme.dim()),
-                Span::styled("█".repeat(len), theme.accent()),
-                Span::raw(format!(" {c}")),
-            ]));
-        }
-        frame.render_widget(Paragraph::new(lines), hist_area);
+/// A scored member's column label (the table's).
+fn member_label(metric: &str) -> &'static str {
+    match metric {
+        crate::eval::vcc2026::metrics::EXPR_CAPPED_NORM => "MSEnorm",
+        m => VCC2026_COLUMNS.iter().find(|(_, name)| *name == m).map_or("?", |(label, _)| label),
     }
+}
+
+/// 2026 summary: `avg_score`, then each scored member's mean and rescaled value (0 = the mean-response
+/// baseline, 1 = a replicate of the real data), two or three members per line.
+fn summary_2026<'a>(data: &'a EvalData, summary_h: u16, theme: &Theme) -> Vec<Line<'a>> {
+    let score = data.score.iter().find(|(k, _)| k == "avg_score").map(|(_, v)| *v);
+    let mut head = kv("perts", data.perts.len().to_string(), theme);
+    head.extend(kv("avg_score", fmt_num(score), theme));
+    let member = |m: &'a crate::ui::celleval::Member| {
+        let mut spans = kv(member_label(&m.name), fmt_num(m.mean), theme);
+        spans.insert(3, Span::styled("→", theme.dim()));
+        spans.insert(4, Span::raw(fmt_num(m.rescaled)));
+        spans
+    };
+    if summary_h == 1 {
+        return vec![Line::from(head)];
+    }
+    let mut lines = vec![Line::from(head)];
+    for chunk in data.members.chunks(3) {
+        lines.push(Line::from(chunk.iter().flat_map(member).collect::<Vec<_>>()));
+    }
+    lines.truncate(summary_h as usize);
+    lines
 }
 
 fn input_line_owned<'a>(label: &'a str, text: &'a str, editing: bool, theme: &Theme) -> Line<'a> {
@@ -381,7 +456,7 @@ mod tests {
 
     #[test]
     fn histogram_bins_ranks() {
-        let p = |r: f64| PertRow { name: String::new(), overlap: None, mae: None, pdisc: None, rank: Some(r) };
+        let p = |r: f64| PertRow { rank: Some(r), ..PertRow::default() };
         let perts = vec![p(0.0), p(0.0), p(1.0), p(3.9), p(4.0)];
         assert_eq!(rank_histogram(&perts, 5), vec![2, 1, 0, 1, 1]);
     }
