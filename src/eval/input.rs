@@ -331,25 +331,13 @@ pub(crate) fn stream_rows_where(
     progress: &dyn Progress,
     mut f: impl FnMut(usize, CsrMatrix) -> Result<()>,
 ) -> Result<()> {
-    let n_vars = source.shape().1;
     let end_row = range.end.min(source.shape().0);
     let read = |start: usize, end: usize| {
         let m = match keep {
             Some(k) => source.read_rows_where(start, end, k)?,
             None => source.read_rows(start, end)?,
         };
-        if m.rows() != end - start || m.cols() != n_vars || !m.is_csr() {
-            return Err(EvalError::BadBlock {
-                file: name.to_owned(),
-                start,
-                end,
-                rows: m.rows(),
-                cols: m.cols(),
-                expected_rows: end - start,
-                n_vars,
-            });
-        }
-        Ok(m)
+        checked_block(source, name, start, end, m)
     };
     prefetched(range.start..end_row, chunk_rows, read, progress, |start, m: CsrMatrix| {
         let rows = m.rows();
@@ -357,6 +345,23 @@ pub(crate) fn stream_rows_where(
         progress.advance(rows as u64);
         Ok(())
     })
+}
+
+/// `m` if it is the CSR block of rows `start..end` of `source` (a source that returns something else is broken).
+fn checked_block(source: &dyn CellSource, name: &str, start: usize, end: usize, m: CsrMatrix) -> Result<CsrMatrix> {
+    let n_vars = source.shape().1;
+    if m.rows() != end - start || m.cols() != n_vars || !m.is_csr() {
+        return Err(EvalError::BadBlock {
+            file: name.to_owned(),
+            start,
+            end,
+            rows: m.rows(),
+            cols: m.cols(),
+            expected_rows: end - start,
+            n_vars,
+        });
+    }
+    Ok(m)
 }
 
 /// Every row's stored values, in order: `f(row, values)`. A CSR file is read without its `indices` (each row's
@@ -368,23 +373,12 @@ pub(crate) fn stream_values(
     progress: &dyn Progress,
     mut f: impl FnMut(usize, &[f32]) -> Result<()>,
 ) -> Result<()> {
-    let (n_obs, n_vars) = source.shape();
+    let n_obs = source.shape().0;
     let read = |start: usize, end: usize| -> Result<(Vec<usize>, Vec<f32>)> {
         if let Some(v) = source.read_values(start, end)? {
             return Ok(v);
         }
-        let m = source.read_rows(start, end)?;
-        if m.rows() != end - start {
-            return Err(EvalError::BadBlock {
-                file: name.to_owned(),
-                start,
-                end,
-                rows: m.rows(),
-                cols: m.cols(),
-                expected_rows: end - start,
-                n_vars,
-            });
-        }
+        let m = checked_block(source, name, start, end, source.read_rows(start, end)?)?;
         let offsets = m.indptr().to_proper().into_owned();
         Ok((offsets, m.data().to_vec()))
     };

@@ -234,22 +234,7 @@ pub fn load_eval_dir(dir: &Path, cancel: &dyn Fn() -> bool) -> Result<EvalData, 
     } else {
         data.notes.push("no score.csv (run the eval with a baseline)".into());
     }
-    let agg = dir.join("agg_results.csv");
-    if agg.exists() {
-        let mut csv = Csv::open(&agg)?;
-        let stat = csv.need("statistic")?;
-        let headers = csv.headers.clone();
-        for rec in csv.reader.records() {
-            let rec = rec.map_err(|e| err(&agg, e))?;
-            if rec.get(stat) == Some("mean") {
-                for (i, h) in headers.iter().enumerate() {
-                    if let Some(v) = rec.get(i).and_then(parse_num).filter(|_| i != stat) {
-                        data.means.push((h.clone(), v));
-                    }
-                }
-            }
-        }
-    }
+    data.means = read_agg_means(&dir.join("agg_results.csv"))?;
     let (real, pred) = (dir.join("real_de.csv"), dir.join("pred_de.csv"));
     if real.exists() && pred.exists() {
         let mut by_target: BTreeMap<String, BTreeMap<String, DeRow>> = BTreeMap::new();
@@ -261,6 +246,29 @@ pub fn load_eval_dir(dir: &Path, cancel: &dyn Fn() -> bool) -> Result<EvalData, 
         data.notes.push("no real_de.csv/pred_de.csv: the DE pane is empty".into());
     }
     Ok(data)
+}
+
+/// The `mean` row of an `agg_results.csv` (both layouts: a `statistic` column, one column per metric); empty if
+/// the file is absent.
+fn read_agg_means(agg: &Path) -> Result<Vec<(String, f64)>, UiError> {
+    let mut means = Vec::new();
+    if !agg.exists() {
+        return Ok(means);
+    }
+    let mut csv = Csv::open(agg)?;
+    let stat = csv.need("statistic")?;
+    let headers = csv.headers.clone();
+    for rec in csv.reader.records() {
+        let rec = rec.map_err(|e| err(agg, e))?;
+        if rec.get(stat) == Some("mean") {
+            for (i, h) in headers.iter().enumerate() {
+                if let Some(v) = rec.get(i).and_then(parse_num).filter(|_| i != stat) {
+                    means.push((h.clone(), v));
+                }
+            }
+        }
+    }
+    Ok(means)
 }
 
 /// A cell-eval2 `--preset vcc2026` folder: long `results.csv`, `agg_results.csv` (statistic rows × members),
@@ -288,22 +296,7 @@ fn load_vcc2026(mut data: EvalData, mut csv: Csv) -> Result<EvalData, UiError> {
             PertRow { name, pdisc, rank: pdisc.map(|d| (1.0 - d) * (n - 1.0).max(0.0)), values, ..PertRow::default() }
         })
         .collect();
-    let agg = data.dir.join("agg_results.csv");
-    if agg.exists() {
-        let mut csv = Csv::open(&agg)?;
-        let stat = csv.need("statistic")?;
-        let headers = csv.headers.clone();
-        for rec in csv.reader.records() {
-            let rec = rec.map_err(|e| err(&agg, e))?;
-            if rec.get(stat) == Some("mean") {
-                for (i, h) in headers.iter().enumerate() {
-                    if let Some(v) = rec.get(i).and_then(parse_num).filter(|_| i != stat) {
-                        data.means.push((h.clone(), v));
-                    }
-                }
-            }
-        }
-    }
+    data.means = read_agg_means(&data.dir.join("agg_results.csv"))?;
     let score = data.dir.join("score.csv");
     let mut rescaled: Vec<(String, f64)> = Vec::new();
     if score.exists() {

@@ -224,13 +224,23 @@ impl SparseNode {
         hdf::read_indices_u32(ctx, &self.indices, &element, Some(a..b), bound, axis)
     }
 
-    /// Rows `[start, end)` of a CSR matrix, reading only that slice of `indices` and `data`.
-    pub fn read_csr_rows(&self, ctx: Ctx<'_>, indptr: &[usize], start: usize, end: usize) -> Result<CsrMatrix> {
+    /// The positions `[a, b)` in `indices`/`data` of rows `[start, end)`.
+    fn stored_range(&self, ctx: Ctx<'_>, indptr: &[usize], start: usize, end: usize) -> Result<(usize, usize)> {
         check_range(ctx, &self.element, start, end, self.shape.0)?;
         let bounds = indptr.get(start).zip(indptr.get(end));
         let (&a, &b) = bounds.ok_or_else(|| ctx.invalid(&self.element, "indptr too short"))?;
+        Ok((a, b))
+    }
+
+    fn read_data(&self, ctx: Ctx<'_>, range: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        hdf::read_f32(ctx, &self.data, &format!("{}/data", self.element), Some(range))
+    }
+
+    /// Rows `[start, end)` of a CSR matrix, reading only that slice of `indices` and `data`.
+    pub fn read_csr_rows(&self, ctx: Ctx<'_>, indptr: &[usize], start: usize, end: usize) -> Result<CsrMatrix> {
+        let (a, b) = self.stored_range(ctx, indptr, start, end)?;
         let indices = self.read_indices(ctx, a, b, self.shape.1)?;
-        let data = hdf::read_f32(ctx, &self.data, &format!("{}/data", self.element), Some(a..b))?;
+        let data = self.read_data(ctx, a..b)?;
         let local: Vec<usize> = indptr.get(start..=end).unwrap_or_default().iter().map(|p| p - a).collect();
         build_csr(ctx, &self.element, (end - start, self.shape.1), local, indices, data)
     }
@@ -246,12 +256,10 @@ impl SparseNode {
         end: usize,
         keep: &dyn Fn(usize) -> bool,
     ) -> Result<CsrMatrix> {
-        check_range(ctx, &self.element, start, end, self.shape.0)?;
-        let bounds = indptr.get(start).zip(indptr.get(end));
-        let (&a, &b) = bounds.ok_or_else(|| ctx.invalid(&self.element, "indptr too short"))?;
+        let (a, b) = self.stored_range(ctx, indptr, start, end)?;
         let idx_element = format!("{}/indices", self.element);
         let raw = hdf::read_indices_raw(ctx, &self.indices, &idx_element, a..b)?;
-        let data = hdf::read_f32(ctx, &self.data, &format!("{}/data", self.element), Some(a..b))?;
+        let data = self.read_data(ctx, a..b)?;
         let (mut out_ptr, mut indices, mut vals) = (Vec::with_capacity(end - start + 1), Vec::new(), Vec::new());
         out_ptr.push(0usize);
         for r in start..end {
@@ -283,10 +291,8 @@ impl SparseNode {
         start: usize,
         end: usize,
     ) -> Result<(Vec<usize>, Vec<f32>)> {
-        check_range(ctx, &self.element, start, end, self.shape.0)?;
-        let bounds = indptr.get(start).zip(indptr.get(end));
-        let (&a, &b) = bounds.ok_or_else(|| ctx.invalid(&self.element, "indptr too short"))?;
-        let data = hdf::read_f32(ctx, &self.data, &format!("{}/data", self.element), Some(a..b))?;
+        let (a, b) = self.stored_range(ctx, indptr, start, end)?;
+        let data = self.read_data(ctx, a..b)?;
         let offsets = indptr.get(start..=end).unwrap_or_default().iter().map(|p| p - a).collect();
         Ok((offsets, data))
     }

@@ -11,7 +11,7 @@ use ndarray::Array2;
 use super::error::{At, Ctx, H5adError, Result};
 use super::frame::FrameNode;
 use super::hdf;
-use super::matrix::{dense_to_csr, MatrixNode, XInfo};
+use super::matrix::{dense_to_csr, MatrixNode, SparseNode, XInfo};
 use crate::data::anndata::{AnnData, Column, CsrMatrix, DataFrame, StoredDtype, XMatrix};
 
 /// The 8-byte signature every HDF5 file starts with (at offset 0 unless a user block precedes it).
@@ -151,13 +151,7 @@ impl H5adReader {
                  whole matrix",
             )),
             MatrixNode::Sparse(s) => {
-                let indptr = match self.x_indptr.get() {
-                    Some(p) => p,
-                    None => {
-                        let p = s.read_indptr(ctx)?;
-                        self.x_indptr.get_or_init(|| p)
-                    }
-                };
+                let indptr = self.cached_indptr(&s)?;
                 s.read_csr_rows(ctx, indptr, start, end)
             }
             MatrixNode::Dense(d) => {
@@ -167,19 +161,22 @@ impl H5adReader {
         }
     }
 
+    /// `X/indptr`, read once per reader and kept (every row-chunk read needs it).
+    fn cached_indptr(&self, s: &SparseNode) -> Result<&[usize]> {
+        if let Some(p) = self.x_indptr.get() {
+            return Ok(p);
+        }
+        let p = s.read_indptr(self.ctx())?;
+        Ok(self.x_indptr.get_or_init(|| p))
+    }
+
     /// [`Self::read_x_rows`] with only the rows where `keep(row)` holds filled in (others empty). Dense and CSC `X`
     /// are read whole and filtered.
     pub fn read_x_rows_where(&self, start: usize, end: usize, keep: &dyn Fn(usize) -> bool) -> Result<CsrMatrix> {
         let ctx = self.ctx();
         match self.x_node()? {
             MatrixNode::Sparse(s) if !s.csc => {
-                let indptr = match self.x_indptr.get() {
-                    Some(p) => p,
-                    None => {
-                        let p = s.read_indptr(ctx)?;
-                        self.x_indptr.get_or_init(|| p)
-                    }
-                };
+                let indptr = self.cached_indptr(&s)?;
                 s.read_csr_rows_where(ctx, indptr, start, end, keep)
             }
             _ => self.read_x_rows(start, end),
@@ -192,13 +189,7 @@ impl H5adReader {
         let ctx = self.ctx();
         match self.x_node()? {
             MatrixNode::Sparse(s) if !s.csc => {
-                let indptr = match self.x_indptr.get() {
-                    Some(p) => p,
-                    None => {
-                        let p = s.read_indptr(ctx)?;
-                        self.x_indptr.get_or_init(|| p)
-                    }
-                };
+                let indptr = self.cached_indptr(&s)?;
                 s.read_csr_values(ctx, indptr, start, end).map(Some)
             }
             _ => Ok(None),
