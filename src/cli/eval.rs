@@ -52,7 +52,8 @@ pub struct EvalArgs {
     /// Worker threads (default: all cores; cell-eval's default is 1).
     #[arg(long, visible_alias = "num-threads")]
     pub threads: Option<usize>,
-    /// Memory budget in MB for the rows collected per DE pass.
+    /// Memory budget in MB for the rows collected per DE pass (one batch is tested while the next is read, so
+    /// up to twice this is held).
     #[arg(long, default_value_t = 256)]
     pub memory_mb: usize,
     #[arg(short, long)]

@@ -1,12 +1,14 @@
 //! Differential expression of every perturbation against the file's own control, exactly as pdex 0.3.0
 //! `mode="ref"` (pdex/_single_cell.py) computes it for cell-eval 0.8.2 (`design/cell-eval.md` §2).
 //!
-//! Streaming: `X` is read in row chunks. The first pass collects the control cells (kept for the whole run as
-//! per-gene sorted non-zero values) and the rows of a first batch of groups; each further pass collects the rows
-//! of the next batch, sized so that the collected rows stay within `DeOptions::batch_bytes`. Each batch's groups
-//! are then tested in parallel (rayon), one group per task: column means in cell order, a per-gene transpose,
-//! and MWU by merging with the control's sorted values (zeros form one tie block). Memory is bounded by the
-//! batch budget, the control, one read chunk and the output table, independent of the number of cells.
+//! Streaming: `X` is read in row chunks, each pass decoding only the rows it needs. The first pass collects the
+//! control cells (kept for the whole run as a bucket-indexed [`SortedReference`]) and the rows of a first batch
+//! of groups; each further pass collects the next batch, sized so that the collected rows stay within
+//! `DeOptions::batch_bytes`, while the previous batch is tested on another thread. A batch is tested 16 groups
+//! at a time: column means in cell order and a per-gene transpose (sorted values) per group, then the rank sums
+//! gene block by gene block across the groups (the control's columns stay in cache), then lfc and BH per group.
+//! Memory is bounded by twice the batch budget, the control, a read chunk and the output table, independent of
+//! the number of cells.
 
 use rayon::prelude::*;
 
@@ -22,7 +24,8 @@ use crate::progress::Progress;
 /// Options of the DE stage.
 #[derive(Debug, Clone)]
 pub struct DeOptions {
-    /// Memory budget for the rows collected per pass (about 8 bytes per stored entry).
+    /// Memory budget for the rows collected per pass (about 8 bytes per stored entry). Batch k is tested while
+    /// pass k + 1 collects, so up to twice this is held.
     pub batch_bytes: usize,
 }
 
