@@ -236,6 +236,86 @@ fn test_batch(
         .collect()
 }
 
+/// Pass `pass` over `X`: the rows of `batches[pass]` (one `GroupRows` per group, in batch order; the first pass
+/// also collects the control, last), and the pseudobulk of every row read.
+///
+/// Each row is read in the one pass that handles its category: the pass of its group, or the first pass for the
+/// control and for categories that are not tested (the pseudobulk needs every category's rows). Within a category
+/// rows keep their file order, so the pseudobulk sums do not depend on the batches.
+fn collect_pass(
+    file: &PreparedFile,
+    batches: &[Vec<usize>],
+    pass: usize,
+    cat_nnz: &[u64],
+    mut pb: Option<&mut PseudobulkAcc>,
+    progress: &dyn Progress,
+) -> Result<Vec<GroupRows>> {
+    const NOT_READ: usize = usize::MAX;
+    const PSEUDOBULK_ONLY: usize = usize::MAX - 1;
+    let batch = &batches[pass];
+    // slot of each category in this pass
+    let mut slot = vec![NOT_READ; file.pert.categories.len()];
+    let mut rows: Vec<GroupRows> = Vec::with_capacity(batch.len() + 1);
+    for (k, &g) in batch.iter().enumerate() {
+        slot[g] = k;
+        rows.push(GroupRows::with_capacity(cat_nnz[g] as usize, file.counts[g]));
+    }
+    if pass == 0 {
+        let c = file.control_code;
+        slot[c] = rows.len();
+        rows.push(GroupRows::with_capacity(cat_nnz[c] as usize, file.counts[c]));
+        let tested: std::collections::HashSet<usize> = batches.iter().flatten().copied().collect();
+        for (c, s) in slot.iter_mut().enumerate() {
+            if *s == NOT_READ && !tested.contains(&c) {
+                *s = PSEUDOBULK_ONLY;
+            }
+        }
+    }
+    let slot_of = |r: usize| -> Option<usize> {
+        let code = usize::try_from(*file.pert.codes.get(r)?).ok()?;
+        slot.get(code).copied().filter(|&k| k != NOT_READ)
+    };
+    let wanted = |r: usize| slot_of(r).is_some();
+    file.for_each_chunk_where(progress, Some(&wanted), |start, m| {
+        for (r, row) in m.outer_iterator().enumerate() {
+            let Some(k) = slot_of(start + r) else { continue };
+            if let Some(acc) = pb.as_deref_mut() {
+                acc.add_sparse(file.pert.codes[start + r] as usize, row.indices(), row.data());
+            }
+            if k != PSEUDOBULK_ONLY {
+                rows[k].push_row(row.indices(), row.data());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// Test a batch's groups against the reference, [`TEST_GROUPS_AT_ONCE`] at a time (their sorted columns stay
+/// small); results in batch order.
+fn test_groups(
+    file: &PreparedFile,
+    batch: &[usize],
+    rows: Vec<GroupRows>,
+    reference: &Reference,
+    progress: &dyn Progress,
+) -> Vec<GroupDe> {
+    progress.stage(&format!("DE {}: testing {} groups", file.name(), batch.len()), batch.len() as u64);
+    let mut results = Vec::with_capacity(batch.len());
+    let mut rows = rows.into_iter();
+    for sub in batch.chunks(TEST_GROUPS_AT_ONCE) {
+        let sizes: Vec<usize> = sub.iter().map(|&g| file.counts[g]).collect();
+        let sub_rows: Vec<GroupRows> = rows.by_ref().take(sub.len()).collect();
+        results.extend(test_batch(sub_rows, &sizes, file.n_vars, file.encoding, reference, progress));
+    }
+    results
+}
+
+/// A testing thread that panicked (a bug, not an input problem): reported as an error, not a crash.
+fn worker_panicked(file: &PreparedFile) -> EvalError {
+    EvalError::Read { file: file.name(), message: format!("{}: a DE worker thread panicked", file.name()) }
+}
+
 /// Append a tested batch's rows to the table (groups in batch order, genes in `var` order).
 fn append_results(
     table: &mut DeTable,
@@ -351,57 +431,7 @@ fn run(
 
         for (pass, batch) in batches.iter().enumerate() {
             progress.stage(&format!("DE {} (pass {}/{n_passes})", file.name(), pass + 1), file.n_obs as u64);
-            // slot of each category in this pass: the batch's groups, plus the control in the first pass
-            let mut slot = vec![usize::MAX; n_cat];
-            let mut rows: Vec<GroupRows> = Vec::with_capacity(batch.len() + 1);
-            for (k, &g) in batch.iter().enumerate() {
-                slot[g] = k;
-                rows.push(GroupRows::with_capacity(cat_nnz[g] as usize, file.counts[g]));
-            }
-            if pass == 0 {
-                slot[file.control_code] = rows.len();
-                rows.push(GroupRows::with_capacity(
-                    cat_nnz[file.control_code] as usize,
-                    file.counts[file.control_code],
-                ));
-            }
-            // Each row is read in the one pass that handles its category: the pass of its group, or the first pass
-            // for the control and for categories that are not tested (the pseudobulk needs every category's rows).
-            // Within a category rows keep their file order, so the pseudobulk sums are unchanged.
-            const PSEUDOBULK_ONLY: usize = usize::MAX - 1;
-            if pass == 0 {
-                let in_batches: std::collections::HashSet<usize> = batches.iter().flatten().copied().collect();
-                for (c, s) in slot.iter_mut().enumerate() {
-                    if *s == usize::MAX && !in_batches.contains(&c) {
-                        *s = PSEUDOBULK_ONLY;
-                    }
-                }
-            }
-            let mut pb_acc = pb.as_mut();
-            let wanted = |r: usize| {
-                file.pert
-                    .codes
-                    .get(r)
-                    .is_some_and(|&c| c >= 0 && slot.get(c as usize).is_some_and(|&k| k != usize::MAX))
-            };
-            file.for_each_chunk_where(progress, Some(&wanted), |start, m| {
-                for (r, row) in m.outer_iterator().enumerate() {
-                    let code = file.pert.codes[start + r];
-                    let Some(k) = usize::try_from(code).ok().and_then(|c| slot.get(c).copied()) else {
-                        continue;
-                    };
-                    if k == usize::MAX {
-                        continue;
-                    }
-                    if let Some(acc) = pb_acc.as_deref_mut() {
-                        acc.add_sparse(code as usize, row.indices(), row.data());
-                    }
-                    if k != PSEUDOBULK_ONLY {
-                        rows[k].push_row(row.indices(), row.data());
-                    }
-                }
-                Ok(())
-            })?;
+            let mut rows = collect_pass(file, &batches, pass, &cat_nnz, pb.as_mut(), progress)?;
             if pass == 0 {
                 let ctrl_rows = rows.pop().unwrap_or_default();
                 let n = file.counts[file.control_code];
@@ -414,28 +444,17 @@ fn run(
             }
             let reference = reference.get().ok_or(EvalError::Cancelled)?;
             if let Some((done, handle)) = testing.take() {
-                let results = handle.join().map_err(|_| EvalError::Cancelled)?;
+                let results = handle.join().map_err(|_| worker_panicked(file))?;
                 append_results(&mut table, &mut target_pos, file, reference, done, results);
             }
             if progress.cancelled() {
                 return Err(EvalError::Cancelled);
             }
-            let handle = ts.spawn(move || {
-                progress.stage(&format!("DE {}: testing {} groups", file.name(), batch.len()), batch.len() as u64);
-                // a few groups at a time: their sorted columns stay small
-                let mut results = Vec::with_capacity(batch.len());
-                let mut rows = rows.into_iter();
-                for sub in batch.chunks(TEST_GROUPS_AT_ONCE) {
-                    let sizes: Vec<usize> = sub.iter().map(|&g| file.counts[g]).collect();
-                    let sub_rows: Vec<GroupRows> = rows.by_ref().take(sub.len()).collect();
-                    results.extend(test_batch(sub_rows, &sizes, n_vars, file.encoding, reference, progress));
-                }
-                results
-            });
+            let handle = ts.spawn(move || test_groups(file, batch, rows, reference, progress));
             testing = Some((batch.as_slice(), handle));
         }
         if let Some((done, handle)) = testing.take() {
-            let results = handle.join().map_err(|_| EvalError::Cancelled)?;
+            let results = handle.join().map_err(|_| worker_panicked(file))?;
             let reference = reference.get().ok_or(EvalError::Cancelled)?;
             append_results(&mut table, &mut target_pos, file, reference, done, results);
         }

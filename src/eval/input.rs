@@ -576,7 +576,10 @@ pub fn load_pair_sources(
     let (real, pred) = std::thread::scope(|s| {
         let pred_scan = s.spawn(|| scan(pred.0, pred.1, opts, progress));
         let real_scan = scan(real.0, real.1, opts, progress);
-        let pred_scan = pred_scan.join().map_err(|_| EvalError::Cancelled);
+        let pred_scan = pred_scan.join().map_err(|_| EvalError::Read {
+            file: pred.0.display().to_string(),
+            message: format!("{}: the scanning thread panicked", pred.0.display()),
+        });
         (real_scan, pred_scan)
     });
     let real = real?;
