@@ -58,17 +58,26 @@ fn mean_pairwise(a: &Cells, b: &Cells, same: bool) -> Result<f64, MetricError> {
 
 /// Pearson correlation between real and predicted energy distances of each perturbation from control.
 pub fn pearson_edistance(cells: &dyn CellSource, perts: &[String], control: &str) -> Result<f64, MetricError> {
-    let ctrl_real = Cells::new(&cells.cells(Side::Real, control)?)?;
-    let ctrl_pred = Cells::new(&cells.cells(Side::Pred, control)?)?;
-    let sigma_real = mean_pairwise(&ctrl_real, &ctrl_real, true)?;
-    let sigma_pred = mean_pairwise(&ctrl_pred, &ctrl_pred, true)?;
-    let mut d_real = Vec::with_capacity(perts.len());
-    let mut d_pred = Vec::with_capacity(perts.len());
-    for p in perts {
-        let x = Cells::new(&cells.cells(Side::Real, p)?)?;
-        d_real.push(2.0 * mean_pairwise(&x, &ctrl_real, false)? - mean_pairwise(&x, &x, true)? - sigma_real);
-        let x = Cells::new(&cells.cells(Side::Pred, p)?)?;
-        d_pred.push(2.0 * mean_pairwise(&x, &ctrl_pred, false)? - mean_pairwise(&x, &x, true)? - sigma_pred);
-    }
+    // one side at a time, so only one control matrix (f64) is held
+    let d_real = energy_distances(cells, Side::Real, perts, control)?;
+    let d_pred = energy_distances(cells, Side::Pred, perts, control)?;
     Ok(pearson_f64(&d_real, &d_pred))
+}
+
+/// Energy distance of each perturbation's cells from the control cells of one side.
+fn energy_distances(
+    cells: &dyn CellSource,
+    side: Side,
+    perts: &[String],
+    control: &str,
+) -> Result<Vec<f64>, MetricError> {
+    let ctrl = Cells::new(&cells.cells(side, control)?)?;
+    let sigma = mean_pairwise(&ctrl, &ctrl, true)?;
+    perts
+        .iter()
+        .map(|p| {
+            let x = Cells::new(&cells.cells(side, p)?)?;
+            Ok(2.0 * mean_pairwise(&x, &ctrl, false)? - mean_pairwise(&x, &x, true)? - sigma)
+        })
+        .collect()
 }
