@@ -3,15 +3,15 @@
 //! decoder, through `predict` and `eval`.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use vcell::data::gene_embeddings::GeneEmbeddings;
 use vcell::data::h5ad::{read_h5ad, H5adReader};
 use vcell::jobs::events::read_all;
 use vcell::jobs::{Event, EventKind, JobState, RunDir, Status};
-
-const BIN: &str = env!("CARGO_BIN_EXE_vcell");
 
 const SE: &str = "d_model = 16\nn_heads = 2\nd_hid = 16\noutput_dim = 8\ndropout = 0.1\npad_length = 24\n\
                   n_expressed = 4\nn_unexpressed = 4\nn_shared = 2\nbatch_size = 4\nmax_steps = 12\n\
@@ -59,14 +59,7 @@ impl Ws {
     }
 
     fn vcell(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("VCELL_RUNS_DIR", self.path("runs"))
-            .env_remove("VCELL_JOB_LOCK_TOKEN")
-            .current_dir(self.tmp.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        support::run_vcell(self.tmp.path(), &self.path("runs"), args)
     }
 
     fn ok(&self, args: &[&str]) -> Output {

@@ -2,8 +2,10 @@
 //! with the same step count and no jump in the loss; bad configs and diverging training fail clearly.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -11,8 +13,6 @@ use vcell::data::h5ad::H5adWriter;
 use vcell::data::synth::{SynthConfig, SynthDataset};
 use vcell::jobs::events::read_all;
 use vcell::jobs::{Event, EventKind, JobState, RunDir, Status};
-
-const BIN: &str = env!("CARGO_BIN_EXE_vcell");
 
 struct Ws {
     tmp: tempfile::TempDir,
@@ -49,14 +49,7 @@ impl Ws {
     }
 
     fn vcell(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("VCELL_RUNS_DIR", self.path("runs"))
-            .env_remove("VCELL_JOB_LOCK_TOKEN")
-            .current_dir(self.tmp.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        support::run_vcell(self.tmp.path(), &self.path("runs"), args)
     }
 
     fn run_dir(&self, name: &str) -> RunDir {

@@ -4,6 +4,8 @@
 //! (`scripts/setup.sh` installs it).
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::thread;
@@ -64,14 +66,7 @@ impl Term {
     }
 
     fn vcell(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("VCELL_RUNS_DIR", self.path("runs"))
-            .env_remove("VCELL_JOB_LOCK_TOKEN")
-            .current_dir(self.tmp.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        support::run_vcell(self.tmp.path(), &self.path("runs"), args)
     }
 
     /// `vcell ui` in a new detached 120×36 session, in the workspace, with no user keymap.

@@ -686,20 +686,18 @@ mod tests {
     /// 100 steps); no output ReLU — with 16 genes and low cell-to-cell spread, an output gene that starts
     /// negative for every cell gets no gradient ever again (Arc's ReLU head has the same trap), which stalls
     /// some seeds at ~1.3. Warm-up + cosine decay because energy gradients do not shrink near the optimum.
-    #[test]
-    fn tiny_model_overfits() {
+    /// A tiny 1-layer config without dropout, and a learnable task on 4 sets × 8 cells × 16 genes: control
+    /// ~ 1 ± 0.3, perturbation k one-hot, target = control + 2 on genes [4k, 4k+4).
+    fn shift_task() -> (StConfig, Tensor, Tensor, Tensor) {
         let (b, s, g, p) = (4usize, 8usize, 16usize, 4usize);
         let mut c = StConfig::tiny(g, p);
         c.dropout = 0.0;
         c.relu_output = false;
         c.n_encoder_layers = 1;
         c.n_decoder_layers = 1;
-        let (vm, m) = build(&c);
-        init_seeded(&vm, 42).expect("init");
         let ctrl = (randn(&[b, s, g], 11) * 0.3).and_then(|t| t + 1.0).expect("ctrl");
         let which = [0usize, 1, 2, 3];
         let pert = onehot(b, s, p, &which);
-        // target = control + 2 on genes [4k, 4k+4) of perturbation k
         let mut shift = vec![0f32; b * s * g];
         for bi in 0..b {
             for si in 0..s {
@@ -709,6 +707,14 @@ mod tests {
             }
         }
         let tgt = (&ctrl + Tensor::from_vec(shift, (b, s, g), &Device::Cpu).expect("s")).expect("tgt");
+        (c, ctrl, pert, tgt)
+    }
+
+    #[test]
+    fn tiny_model_overfits() {
+        let (c, ctrl, pert, tgt) = shift_task();
+        let (vm, m) = build(&c);
+        init_seeded(&vm, 42).expect("init");
         let mut opt = AdamW::new(
             &vm,
             OptimConfig {
@@ -801,24 +807,7 @@ mod tests {
     /// by rounding, but a broken bf16 path — wrong casts, lost gradients — would not train at all).
     #[test]
     fn bf16_training_step_updates_f32_weights() {
-        let (b, s, g, p) = (4usize, 8usize, 16usize, 4usize);
-        let mut c = StConfig::tiny(g, p);
-        c.dropout = 0.0;
-        c.relu_output = false;
-        c.n_encoder_layers = 1;
-        c.n_decoder_layers = 1;
-        let ctrl = (randn(&[b, s, g], 11) * 0.3).and_then(|t| t + 1.0).expect("ctrl");
-        let which = [0usize, 1, 2, 3];
-        let pert = onehot(b, s, p, &which);
-        let mut shift = vec![0f32; b * s * g];
-        for bi in 0..b {
-            for si in 0..s {
-                for gi in 0..4 {
-                    shift[(bi * s + si) * g + 4 * which[bi] + gi] = 2.0;
-                }
-            }
-        }
-        let tgt = (&ctrl + Tensor::from_vec(shift, (b, s, g), &Device::Cpu).expect("s")).expect("tgt");
+        let (c, ctrl, pert, tgt) = shift_task();
         let mut last = Vec::new();
         for precision in [Precision::F32, Precision::Bf16] {
             let mut c = c.clone();

@@ -1,4 +1,4 @@
-//! Helpers shared by the h5ad integration tests.
+//! Helpers shared by the integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -125,4 +125,16 @@ pub fn gunzip_into(src: &Path, dir: &Path) -> PathBuf {
     assert!(bytes.status.success(), "gzip -dc {} failed", src.display());
     std::fs::write(&out, bytes.stdout).unwrap();
     out
+}
+
+/// Run the `vcell` binary in `workdir` with `VCELL_RUNS_DIR=runs_dir`, outside any job's lock, stdin closed.
+pub fn run_vcell(workdir: &Path, runs_dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vcell"))
+        .args(args)
+        .env("VCELL_RUNS_DIR", runs_dir)
+        .env_remove("VCELL_JOB_LOCK_TOKEN")
+        .current_dir(workdir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
 }
