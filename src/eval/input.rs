@@ -303,25 +303,11 @@ pub(crate) fn stream_chunks(
     progress: &dyn Progress,
     f: impl FnMut(usize, CsrMatrix) -> Result<()>,
 ) -> Result<()> {
-    stream_rows(source, name, chunk_rows, 0..source.shape().0, progress, f)
+    stream_rows_where(source, name, chunk_rows, 0..source.shape().0, None, progress, f)
 }
 
-/// [`stream_chunks`] over the rows `range` only.
-///
-/// A reader thread decodes the next chunk while `f` works on the current one (one chunk in flight), so reading
-/// and the caller's work overlap on two cores. An error on either side stops both.
-pub(crate) fn stream_rows(
-    source: &dyn CellSource,
-    name: &str,
-    chunk_rows: usize,
-    range: std::ops::Range<usize>,
-    progress: &dyn Progress,
-    f: impl FnMut(usize, CsrMatrix) -> Result<()>,
-) -> Result<()> {
-    stream_rows_where(source, name, chunk_rows, range, None, progress, f)
-}
-
-/// [`stream_rows`] where only the rows with `keep(row)` are needed (the others may come back empty).
+/// [`stream_chunks`] over the rows `range`, where only the rows with `keep(row)` are needed (the others may come
+/// back empty). A reader thread decodes the next chunk while `f` works on the current one (see [`prefetched`]).
 pub(crate) fn stream_rows_where(
     source: &dyn CellSource,
     name: &str,

@@ -318,12 +318,6 @@ pub fn two_sided_p(z: f64) -> f64 {
     (0.5 * libm::erfc(z / std::f64::consts::SQRT_2) * 2.0).clamp(0.0, 1.0)
 }
 
-/// Two-sided MWU against a reference with a precomputed tie term (see [`rank_sum_and_ties_vs`]).
-pub fn mwu_sparse_vs(x_nz: &[f32], n1: usize, y_nz: &[f32], n2: usize, y_ties: f64) -> MwuResult {
-    let (r1, ties) = rank_sum_and_ties_vs(x_nz, n1, y_nz, n2, y_ties);
-    mwu_from_ranks(r1, ties, n1, n2)
-}
-
 /// Two-sided MWU of sparse non-negative samples (see [`rank_sum_and_ties`]).
 pub fn mwu_sparse(x_nz: &[f32], n1: usize, y_nz: &[f32], n2: usize) -> MwuResult {
     let (r1, ties) = rank_sum_and_ties(x_nz, n1, y_nz, n2);

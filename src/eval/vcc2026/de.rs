@@ -184,11 +184,6 @@ fn test_few(groups: &[&Rows], reference: &Reference) -> Vec<GroupDe> {
         .collect()
 }
 
-/// The DE of one group against the reference.
-pub fn test_group(rows: &Rows, reference: &Reference) -> GroupDe {
-    test_batch(&[rows], reference).pop().unwrap_or(GroupDe { lfc: Vec::new(), p: Vec::new(), padj: Vec::new() })
-}
-
 /// A side's DE table: perturbations × gated genes.
 #[derive(Debug, Clone, Default)]
 pub struct DeTable {
