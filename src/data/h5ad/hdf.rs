@@ -372,7 +372,14 @@ pub(crate) fn row_block(start: usize, end: usize) -> hdf5::Selection {
 /// lock buys nothing here.
 pub(crate) fn open_file(path: &std::path::Path, create: bool) -> hdf5::Result<hdf5::File> {
     let mut builder = hdf5::File::with_options();
-    builder.with_fapl(|p| p.file_locking(false));
+    if create {
+        builder.with_fapl(|p| p.file_locking(false));
+    } else {
+        // No chunk cache for reading: an unfiltered chunk is then read straight into our buffer instead of into
+        // the cache and copied out (HDF5 `H5D__chunk_cacheable`); our reads are large contiguous ranges, so a
+        // filtered chunk is decompressed about once per read either way.
+        builder.with_fapl(|p| p.file_locking(false).chunk_cache(0, 0, 0.75));
+    }
     if create {
         builder.create(path)
     } else {
