@@ -305,3 +305,53 @@ fn pearson_edistance_close_to_fixture() {
         assert!((v - want).abs() <= 1e-4);
     }
 }
+
+/// The full profile end to end (`run_eval`): the streamed cell access behind pearson_edistance (labels collected
+/// a batch per pass) and the pseudobulk centroids behind clustering_agreement give the same values as the
+/// in-memory cells, whatever the batch budget (1 byte: one label per pass; default: all labels in one pass).
+/// The two budgets agree exactly; the in-memory cells of `tiny_counts` are normalised by the test's own loader
+/// (libm log1p, not numpy's), hence the 1e-7 there.
+#[test]
+fn full_profile_streamed_cells_equal_in_memory_cells() {
+    use vcell::eval::de::DeOptions;
+    use vcell::eval::input::InputOptions;
+    use vcell::eval::pipeline::{run_eval, EvalOptions};
+    for case in ["tiny", "tiny_counts"] {
+        let f = fixtures().join(case);
+        let cells = PairCells(load_cells(&f.join("real.h5ad")), load_cells(&f.join("pred.h5ad")));
+        let mut perts: Vec<String> = cells.0.labels.iter().filter(|l| *l != "non-targeting").cloned().collect();
+        perts.sort();
+        perts.dedup();
+        let want_ed = vcell::eval::metrics::edistance::pearson_edistance(&cells, &perts, "non-targeting").unwrap();
+        let want_ca = vcell::eval::metrics::clustering::clustering_agreement(&cells, &perts).unwrap();
+        let mut by_budget = Vec::new();
+        for batch_bytes in [1, DeOptions::default().batch_bytes] {
+            let tmp = tempfile::tempdir().unwrap();
+            let opts = EvalOptions {
+                real: f.join("real.h5ad"),
+                pred: f.join("pred.h5ad"),
+                outdir: tmp.path().join("out"),
+                profile: Profile::Full,
+                skip_metrics: vec![],
+                input: InputOptions::default(),
+                de: DeOptions { batch_bytes },
+                celltype_col: None,
+                de_real: None,
+                de_pred: None,
+                embed_key: None,
+                write_de: false,
+            };
+            let out = run_eval(&opts, &vcell::progress::NoProgress).unwrap().remove(0).results;
+            for (name, want) in [("pearson_edistance", want_ed), ("clustering_agreement", want_ca)] {
+                let col = out.column(name).unwrap_or_else(|| panic!("{case}: no {name}"));
+                // one value for the whole run, repeated per perturbation
+                for v in &col.values {
+                    let v = v.unwrap_or(f64::NAN);
+                    assert!((v - want).abs() <= 1e-7, "{case} {name} batch_bytes={batch_bytes}: {v} vs {want}");
+                }
+                by_budget.push((name, col.values.clone()));
+            }
+        }
+        assert_eq!(by_budget[..2], by_budget[2..], "{case}: the batch budget changed a value");
+    }
+}

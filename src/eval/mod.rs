@@ -5,6 +5,7 @@
 //! `baseline` are cell-eval's `score` and `baseline` commands.
 pub mod baseline;
 pub mod bh;
+pub mod cells;
 pub mod de;
 pub mod de_csv;
 pub mod describe;

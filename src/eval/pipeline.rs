@@ -6,16 +6,17 @@
 //! succeeded, so a failed run leaves nothing half-written.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use ndarray::Array2;
 
+use super::cells::PreparedCells;
 use super::de::{compute_de, compute_de_and_pseudobulk, DeOptions};
 use super::de_csv::{read_de_csv, write_de_csv};
 use super::describe::{describe, AggTable};
 use super::error::EvalError;
 use super::input::{load_pair_sources, open_h5ad, CellSource, InputOptions, PreparedFile};
-use super::metrics::{compute_metrics, AnndataInput, DenseCells, MetricError, MetricTable, Side};
+use super::metrics::{compute_metrics, AnndataInput, MetricError, MetricTable};
 use super::profile::{MetricSet, Profile};
 use super::pseudobulk::{compute_pseudobulk, compute_pseudobulk_obsm};
 use super::results_csv::{write_agg, write_results};
@@ -233,7 +234,12 @@ fn finish_group(
         Some(key) if need_bulk => Some((compute_pseudobulk_obsm(real, key)?, compute_pseudobulk_obsm(pred, key)?)),
         _ => None,
     };
-    let cells = PreparedCells::new(real, pred, opts.embed_key.clone());
+    let cells = PreparedCells::new(
+        (real, pred),
+        (real_bulk.as_ref(), pred_bulk.as_ref()),
+        opts.embed_key.clone(),
+        opts.de.batch_bytes,
+    );
     let anndata = match (&real_bulk, &pred_bulk) {
         (Some(r), Some(p)) => Some(AnndataInput {
             control: &opts.input.control,
@@ -320,74 +326,5 @@ fn subset_column(c: &Column, rows: &[usize]) -> Column {
         Column::Int(v) => Column::Int(rows.iter().filter_map(|&r| v.get(r).copied()).collect()),
         Column::Float(v) => Column::Float(rows.iter().filter_map(|&r| v.get(r).copied()).collect()),
         Column::Bool(v) => Column::Bool(rows.iter().filter_map(|&r| v.get(r).copied()).collect()),
-    }
-}
-
-/// Cell-level access for `pearson_edistance`/`clustering_agreement`: one streaming pass per file (on first use)
-/// keeps every label's cells as sparse rows; a request densifies one label.
-struct PreparedCells<'a> {
-    real: &'a PreparedFile,
-    pred: &'a PreparedFile,
-    embed_key: Option<String>,
-    cache: [OnceLock<std::result::Result<LabelRows, String>>; 2],
-    lock: Mutex<()>,
-}
-
-/// Rows of each label (by category code), sparse, in obs order; or dense embedding rows.
-struct LabelRows {
-    n_cols: usize,
-    by_code: Vec<Vec<(Vec<u32>, Vec<f32>)>>,
-}
-
-impl<'a> PreparedCells<'a> {
-    fn new(real: &'a PreparedFile, pred: &'a PreparedFile, embed_key: Option<String>) -> Self {
-        PreparedCells { real, pred, embed_key, cache: [OnceLock::new(), OnceLock::new()], lock: Mutex::new(()) }
-    }
-
-    fn collect(&self, file: &PreparedFile) -> std::result::Result<LabelRows, String> {
-        let n_codes = file.pert.categories.len();
-        let mut by_code: Vec<Vec<(Vec<u32>, Vec<f32>)>> = vec![Vec::new(); n_codes];
-        if let Some(key) = &self.embed_key {
-            let emb = file.read_obsm(key).map_err(|e| e.to_string())?;
-            for (i, row) in emb.rows().into_iter().enumerate() {
-                if let Some(code) = file.pert.codes.get(i).and_then(|&c| usize::try_from(c).ok()) {
-                    by_code[code].push(((0..row.len() as u32).collect(), row.to_vec()));
-                }
-            }
-            return Ok(LabelRows { n_cols: emb.ncols(), by_code });
-        }
-        file.for_each_chunk(&crate::progress::NoProgress, |start, m| {
-            for (k, row) in m.outer_iterator().enumerate() {
-                if let Some(code) = file.pert.codes.get(start + k).and_then(|&c| usize::try_from(c).ok()) {
-                    by_code[code].push((row.indices().to_vec(), row.data().to_vec()));
-                }
-            }
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
-        Ok(LabelRows { n_cols: file.n_vars, by_code })
-    }
-}
-
-impl super::metrics::CellSource for PreparedCells<'_> {
-    fn cells(&self, side: Side, label: &str) -> std::result::Result<DenseCells, MetricError> {
-        let (file, slot) = match side {
-            Side::Real => (self.real, &self.cache[0]),
-            Side::Pred => (self.pred, &self.cache[1]),
-        };
-        let rows = {
-            let _guard = self.lock.lock().map_err(|_| MetricError::Input("cell cache lock poisoned".into()))?;
-            slot.get_or_init(|| self.collect(file))
-        };
-        let rows = rows.as_ref().map_err(|e| MetricError::Input(e.clone()))?;
-        let code = file.pert.categories.iter().position(|c| c == label);
-        let list = code.map(|c| rows.by_code[c].as_slice()).unwrap_or(&[]);
-        let mut data = vec![0f32; list.len() * rows.n_cols];
-        for (i, (idx, vals)) in list.iter().enumerate() {
-            for (&j, &v) in idx.iter().zip(vals) {
-                data[i * rows.n_cols + j as usize] = v;
-            }
-        }
-        Ok(DenseCells { n_rows: list.len(), n_cols: rows.n_cols, data })
     }
 }

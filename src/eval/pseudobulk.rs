@@ -39,17 +39,19 @@ impl PseudobulkAcc {
     pub fn finish(self, categories: &[String], counts: &[usize]) -> Pseudobulk {
         let mut order: Vec<usize> = (0..categories.len()).filter(|&c| counts[c] > 0).collect();
         order.sort_by(|&a, &b| categories[a].cmp(&categories[b]));
-        let mut means = Vec::with_capacity(order.len() * self.n_cols);
+        let mut means_f64 = Vec::with_capacity(order.len() * self.n_cols);
         for &c in &order {
             let n = counts[c] as f64;
             let row = &self.sums[c * self.n_cols..(c + 1) * self.n_cols];
-            means.extend(row.iter().map(|&s| (s / n) as f32));
+            means_f64.extend(row.iter().map(|&s| s / n));
         }
+        let means = means_f64.iter().map(|&m| m as f32).collect();
         Pseudobulk {
             labels: order.iter().map(|&c| categories[c].clone()).collect(),
             counts: order.iter().map(|&c| counts[c]).collect(),
             n_cols: self.n_cols,
             means,
+            means_f64,
         }
     }
 }

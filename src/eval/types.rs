@@ -45,6 +45,9 @@ pub struct Pseudobulk {
     pub n_cols: usize,
     /// Row-major `labels.len() × n_cols`.
     pub means: Vec<f32>,
+    /// The same means in f64, before the f32 cast (cell-eval's clustering centroids,
+    /// `feats.astype(float64)[mask].mean(0)`: sums in cell order, then / n). Empty where not computed.
+    pub means_f64: Vec<f64>,
 }
 
 impl Pseudobulk {
@@ -52,5 +55,17 @@ impl Pseudobulk {
     pub fn row(&self, label: &str) -> Option<&[f32]> {
         let i = self.labels.binary_search_by(|l| l.as_str().cmp(label)).ok()?;
         Some(&self.means[i * self.n_cols..(i + 1) * self.n_cols])
+    }
+
+    /// The f64 mean vector of `label`, if present and computed.
+    pub fn row_f64(&self, label: &str) -> Option<&[f64]> {
+        let i = self.labels.binary_search_by(|l| l.as_str().cmp(label)).ok()?;
+        self.means_f64.get(i * self.n_cols..(i + 1) * self.n_cols)
+    }
+
+    /// Cells of `label`, if present.
+    pub fn count(&self, label: &str) -> Option<usize> {
+        let i = self.labels.binary_search_by(|l| l.as_str().cmp(label)).ok()?;
+        self.counts.get(i).copied()
     }
 }

@@ -171,6 +171,7 @@ pub fn pseudobulk(c: &Cells) -> vcell::eval::Pseudobulk {
             sums[k * g + j] += f64::from(c.data[i * g + j]);
         }
     }
-    let means = sums.iter().enumerate().map(|(idx, s)| (s / counts[idx / g] as f64) as f32).collect();
-    vcell::eval::Pseudobulk { labels, counts, n_cols: g, means }
+    let means_f64: Vec<f64> = sums.iter().enumerate().map(|(idx, s)| s / counts[idx / g] as f64).collect();
+    let means = means_f64.iter().map(|&m| m as f32).collect();
+    vcell::eval::Pseudobulk { labels, counts, n_cols: g, means, means_f64 }
 }

@@ -74,8 +74,8 @@ pub fn clustering_agreement_with(
     let mut sorted: Vec<String> = perts.to_vec();
     sorted.sort();
     sorted.dedup();
-    let (real, d) = centroids(cells, Side::Real, &sorted)?;
-    let (pred, d2) = centroids(cells, Side::Pred, &sorted)?;
+    let (real, d) = cells.centroids(Side::Real, &sorted)?;
+    let (pred, d2) = cells.centroids(Side::Pred, &sorted)?;
     if d != d2 {
         return Err(MetricError::Input(format!("clustering_agreement: real has {d} features, pred {d2}")));
     }
@@ -97,42 +97,6 @@ pub fn clustering_agreement_with(
         }
     }
     Ok(best)
-}
-
-/// Row-major `perts × features` f64 centroids of one side (`_centroid_ann`: `feats.astype(float64)[mask].mean(0)`).
-pub fn centroids(cells: &dyn CellSource, side: Side, perts: &[String]) -> Result<(Vec<f64>, usize), MetricError> {
-    let mut out: Vec<f64> = Vec::new();
-    let mut dim: Option<usize> = None;
-    for p in perts {
-        let c = cells.cells(side, p)?;
-        if c.n_rows == 0 {
-            // cell-eval's `.loc[cats_sorted]` raises a KeyError for a perturbation without cells
-            return Err(MetricError::Input(format!("clustering_agreement: no {side:?} cells for {p}")));
-        }
-        match dim {
-            None => dim = Some(c.n_cols),
-            Some(d) if d != c.n_cols => {
-                return Err(MetricError::Input(format!(
-                    "clustering_agreement: {p} has {} features, expected {d}",
-                    c.n_cols
-                )))
-            }
-            Some(_) => {}
-        }
-        let start = out.len();
-        out.resize(start + c.n_cols, 0.0);
-        let acc = &mut out[start..];
-        for i in 0..c.n_rows {
-            for (a, &x) in acc.iter_mut().zip(c.row(i)) {
-                *a += f64::from(x);
-            }
-        }
-        let inv = c.n_rows as f64;
-        for a in acc.iter_mut() {
-            *a /= inv;
-        }
-    }
-    Ok((out, dim.unwrap_or(0)))
 }
 
 /// `sc.pp.neighbors(n_neighbors=min(n_neighbors, n − 1), use_rep="X")` connectivities of `n` centroids.

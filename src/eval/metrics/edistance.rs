@@ -71,13 +71,21 @@ fn energy_distances(
     perts: &[String],
     control: &str,
 ) -> Result<Vec<f64>, MetricError> {
-    let ctrl = Cells::new(&cells.cells(side, control)?)?;
-    let sigma = mean_pairwise(&ctrl, &ctrl, true)?;
-    perts
-        .iter()
-        .map(|p| {
-            let x = Cells::new(&cells.cells(side, p)?)?;
-            Ok(2.0 * mean_pairwise(&x, &ctrl, false)? - mean_pairwise(&x, &x, true)? - sigma)
-        })
-        .collect()
+    // the control first, then each perturbation, in one visit of the side's cells
+    let labels: Vec<String> = std::iter::once(control.to_owned()).chain(perts.iter().cloned()).collect();
+    let mut ctrl: Option<(Cells, f64)> = None;
+    let mut out = Vec::with_capacity(perts.len());
+    cells.for_each_label(side, &labels, &mut |_, c| {
+        let x = Cells::new(&c)?;
+        drop(c);
+        match &ctrl {
+            None => {
+                let sigma = mean_pairwise(&x, &x, true)?;
+                ctrl = Some((x, sigma));
+            }
+            Some((y, sigma)) => out.push(2.0 * mean_pairwise(&x, y, false)? - mean_pairwise(&x, &x, true)? - sigma),
+        }
+        Ok(())
+    })?;
+    Ok(out)
 }

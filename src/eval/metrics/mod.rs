@@ -81,6 +81,66 @@ impl DenseCells {
 /// order (cell-eval uses `X[mask]`, or `.obsm[embed_key][mask]`).
 pub trait CellSource: Sync {
     fn cells(&self, side: Side, label: &str) -> Result<DenseCells, MetricError>;
+
+    /// The cells of each of `labels`, visited in that order. Sources that stream from disk override this to
+    /// collect many labels per pass.
+    fn for_each_label(
+        &self,
+        side: Side,
+        labels: &[String],
+        f: &mut dyn FnMut(&str, DenseCells) -> Result<(), MetricError>,
+    ) -> Result<(), MetricError> {
+        for label in labels {
+            f(label, self.cells(side, label)?)?;
+        }
+        Ok(())
+    }
+
+    /// Row-major `labels × features` f64 means of each label's cells, and the number of features
+    /// (`_centroid_ann`: `feats.astype(float64)[mask].mean(0)`).
+    fn centroids(&self, side: Side, labels: &[String]) -> Result<(Vec<f64>, usize), MetricError> {
+        centroids_from_cells(self, side, labels)
+    }
+}
+
+/// [`CellSource::centroids`] from the cells: sums in cell order, then / n, as numpy's `mean(0)` of an f64 matrix.
+pub fn centroids_from_cells<S: CellSource + ?Sized>(
+    cells: &S,
+    side: Side,
+    labels: &[String],
+) -> Result<(Vec<f64>, usize), MetricError> {
+    let mut out: Vec<f64> = Vec::new();
+    let mut dim: Option<usize> = None;
+    for p in labels {
+        let c = cells.cells(side, p)?;
+        if c.n_rows == 0 {
+            // cell-eval's `.loc[cats_sorted]` raises a KeyError for a perturbation without cells
+            return Err(MetricError::Input(format!("clustering_agreement: no {side:?} cells for {p}")));
+        }
+        match dim {
+            None => dim = Some(c.n_cols),
+            Some(d) if d != c.n_cols => {
+                return Err(MetricError::Input(format!(
+                    "clustering_agreement: {p} has {} features, expected {d}",
+                    c.n_cols
+                )))
+            }
+            Some(_) => {}
+        }
+        let start = out.len();
+        out.resize(start + c.n_cols, 0.0);
+        let acc = &mut out[start..];
+        for i in 0..c.n_rows {
+            for (a, &x) in acc.iter_mut().zip(c.row(i)) {
+                *a += f64::from(x);
+            }
+        }
+        let n = c.n_rows as f64;
+        for a in acc.iter_mut() {
+            *a /= n;
+        }
+    }
+    Ok((out, dim.unwrap_or(0)))
 }
 
 /// Inputs of the anndata metrics.
