@@ -18,7 +18,8 @@ pub struct ScanStats {
     pub n_negative: u64,
     /// Some stored value has a fractional part > 1e-3 (`guess_is_lognorm`).
     pub any_fractional: bool,
-    /// Per-cell totals, accumulated in f64 and stored as f32 (scanpy's `axis_sum`).
+    /// Per-cell totals, accumulated in f64 and stored as f32 (scanpy's `axis_sum`); 0 for the cells after the first
+    /// fractional value (the totals only serve the normalisation of integer data).
     pub cell_totals: Vec<f32>,
     /// Stored non-zero entries per cell (for memory planning of the DE passes).
     pub cell_nnz: Vec<u32>,
@@ -42,10 +43,14 @@ impl ScanStats {
 
     /// Add the next cell's stored values.
     pub fn push_cell(&mut self, values: &[f32]) {
+        // Totals and fractions matter only while every value so far is an integer (the normalisation of counts);
+        // once a fraction was seen the file is log1p data and both are skipped (its totals are left at 0).
+        let lanes = if self.any_fractional { finite_lanes::<false>(values) } else { finite_lanes::<true>(values) };
         // non-finite values are rare: only then the element-by-element path
-        let all_finite = values.iter().all(|x| x.to_bits() & 0x7f80_0000 != 0x7f80_0000);
-        let (total, nz, min, max, n_negative, any_fractional) =
-            if all_finite { Self::finite_lanes(values, self.any_fractional) } else { self.scalar_path(values) };
+        let (total, nz, min, max, n_negative, any_fractional) = match lanes {
+            Some((total, nz, min, max, neg, frac)) => (total, nz, min, max, neg, self.any_fractional || frac),
+            None => self.scalar_path(values),
+        };
         let (mut min, mut max) = (self.min.min(min), self.max.max(max));
         if values.len() < self.n_vars {
             // implicit zeros
@@ -58,43 +63,6 @@ impl ScanStats {
         (self.min, self.max) = (min, max);
         self.cell_totals.push(total as f32);
         self.cell_nnz.push(nz);
-    }
-
-    /// One cell of finite values in eight independent lanes (vectorised). The total's summation order differs
-    /// from the element-by-element one, which changes nothing where it is used: the total matters only for
-    /// integer data, whose f64 sums are exact in any order.
-    fn finite_lanes(values: &[f32], mut any_fractional: bool) -> (f64, u32, f32, f32, u64, bool) {
-        const L: usize = 8;
-        let (mut total, mut nz, mut neg) = ([0.0f64; L], [0u32; L], [0u32; L]);
-        let (mut min, mut max, mut frac) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L], [false; L]);
-        // np.modf keeps the sign, so only positive fractions count (as in cell-eval); below 2^23 the integer part
-        // of a finite f32 is `x as i32`, above it every f32 is an integer
-        let fraction = |x: f32| if x.abs() < 8_388_608.0 { x - (x as i32) as f32 } else { 0.0 };
-        let chunks = values.chunks_exact(L);
-        let tail = chunks.remainder();
-        for chunk in chunks {
-            for j in 0..L {
-                let x = chunk[j];
-                total[j] += x as f64;
-                nz[j] += u32::from(x != 0.0);
-                neg[j] += u32::from(x < 0.0);
-                min[j] = min[j].min(x);
-                max[j] = max[j].max(x);
-                frac[j] |= fraction(x) > FRACTION_EPS;
-            }
-        }
-        for (j, &x) in tail.iter().enumerate() {
-            total[j] += x as f64;
-            nz[j] += u32::from(x != 0.0);
-            neg[j] += u32::from(x < 0.0);
-            min[j] = min[j].min(x);
-            max[j] = max[j].max(x);
-            frac[j] |= fraction(x) > FRACTION_EPS;
-        }
-        any_fractional |= frac.iter().any(|&f| f);
-        let min = min.iter().fold(f32::INFINITY, |a, &b| a.min(b));
-        let max = max.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        (total.iter().sum(), nz.iter().sum(), min, max, neg.iter().map(|&n| u64::from(n)).sum(), any_fractional)
     }
 
     /// One cell element by element, counting NaN and ±inf (which are left out of the other statistics).
@@ -135,6 +103,48 @@ impl ScanStats {
 }
 
 /// How stored values become the log1p expression that DE and the pseudobulks use.
+/// One cell's statistics in eight independent lanes (vectorised): total (if `TOTALS`), non-zeros, min, max,
+/// negatives, and whether a positive fraction > 1e-3 occurs (if `TOTALS`); `None` if a value is NaN or ±inf. The
+/// total's summation order differs from the element-by-element one, which changes nothing where it is used: it
+/// matters only for integer data, whose f64 sums are exact in any order.
+fn finite_lanes<const TOTALS: bool>(values: &[f32]) -> Option<(f64, u32, f32, f32, u64, bool)> {
+    const L: usize = 8;
+    let (mut total, mut nz, mut neg) = ([0.0f64; L], [0u32; L], [0u32; L]);
+    let (mut min, mut max) = ([f32::INFINITY; L], [f32::NEG_INFINITY; L]);
+    let (mut frac, mut non_finite) = ([0u32; L], [0u32; L]);
+    // np.modf keeps the sign, so only positive fractions count (as in cell-eval); below 2^23 the integer part of a
+    // finite f32 is `x as i32`, above it every f32 is an integer
+    let fraction = |x: f32| if x.abs() < 8_388_608.0 { x - (x as i32) as f32 } else { 0.0 };
+    let mut lane = |j: usize, x: f32| {
+        non_finite[j] |= u32::from(x.to_bits() & 0x7f80_0000 == 0x7f80_0000);
+        nz[j] += u32::from(x != 0.0);
+        neg[j] += u32::from(x < 0.0);
+        min[j] = min[j].min(x);
+        max[j] = max[j].max(x);
+        if TOTALS {
+            total[j] += x as f64;
+            frac[j] |= u32::from(fraction(x) > FRACTION_EPS);
+        }
+    };
+    let chunks = values.chunks_exact(L);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (j, &x) in chunk.iter().enumerate() {
+            lane(j, x);
+        }
+    }
+    for (j, &x) in tail.iter().enumerate() {
+        lane(j, x);
+    }
+    if non_finite.iter().any(|&f| f != 0) {
+        return None;
+    }
+    let min = min.iter().fold(f32::INFINITY, |a, &b| a.min(b));
+    let max = max.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let neg = neg.iter().map(|&n| u64::from(n)).sum();
+    Some((total.iter().sum(), nz.iter().sum(), min, max, neg, frac.iter().any(|&f| f != 0)))
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transform {
     /// The file is used as stored (log1p data, or integers with `--allow-discrete`).
@@ -276,8 +286,13 @@ mod tests {
                 })
                 .collect();
             let mut s = ScanStats::new(1, 100);
-            let lanes = ScanStats::finite_lanes(&values, false);
+            let lanes = finite_lanes::<true>(&values).unwrap();
             let scalar = s.scalar_path(&values);
+            let without_totals = finite_lanes::<false>(&values).unwrap();
+            assert_eq!(
+                (without_totals.1, without_totals.2, without_totals.3, without_totals.4),
+                (scalar.1, scalar.2, scalar.3, scalar.4)
+            );
             assert_eq!(
                 (lanes.1, lanes.2, lanes.3, lanes.4, lanes.5),
                 (scalar.1, scalar.2, scalar.3, scalar.4, scalar.5)
