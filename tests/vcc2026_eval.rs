@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use vcell::eval::parquet_table::read_table;
 use vcell::eval::vcc2026::outputs::parse_agg_csv;
 use vcell::eval::vcc2026::pipeline::{run_vcc2026, RunOptions};
 use vcell::eval::vcc2026::validate::Vcc2026Options;
@@ -78,8 +79,8 @@ fn check_case(case: &str) {
     assert_eq!(gm, wm, "{case}: metric_aggregation.csv");
     eprintln!("{case}: {} result rows, worst relative difference {worst:e}", want.len());
     if case == "tiny" {
-        check_de(&fixture("tiny/csv/de_real.csv"), &out.path().join("de_real.csv"));
-        check_de(&fixture("tiny/csv/de_pred.csv"), &out.path().join("de_pred.csv"));
+        check_de(&fixture("tiny/csv/de_real.csv"), &out.path().join("de_real.parquet"));
+        check_de(&fixture("tiny/csv/de_pred.csv"), &out.path().join("de_pred.parquet"));
     }
 }
 
@@ -87,6 +88,7 @@ fn check_case(case: &str) {
 /// where numpy's log1p differs from libm's: on AVX-512 hosts numpy uses SVML's log1p, which differs from glibc's by
 /// an ulp on ~2 % of the CPM values and so occasionally merges two nearby CPMs into a tie (tiny: one row,
 /// GENE00002/GENE00041, p 0.3308 vs 0.3327, p_adj identical). At most 2 such rows per table are accepted.
+/// `got` is our parquet table (read back with vcell's reader, same schema as cell-eval2's `de_*.parquet`).
 fn check_de(want: &Path, got: &Path) {
     let read = |p: &Path| -> BTreeMap<(String, String), [f64; 3]> {
         std::fs::read_to_string(p)
@@ -100,7 +102,19 @@ fn check_de(want: &Path, got: &Path) {
             })
             .collect()
     };
-    let (w, g) = (read(want), read(got));
+    let t = read_table(got).unwrap();
+    let names: Vec<&str> = t.columns.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["target", "feature", "log2_fold_change", "p_value", "p_adj", "abs_log2_fold_change"]);
+    let (tg, ft) = (t.strs("target").unwrap(), t.strs("feature").unwrap());
+    let col = |n: &str| t.f64s(n).unwrap();
+    let (l, p, q, a) = (col("log2_fold_change"), col("p_value"), col("p_adj"), col("abs_log2_fold_change"));
+    let g: BTreeMap<(String, String), [f64; 3]> = (0..t.n_rows())
+        .map(|i| {
+            assert_eq!(a[i].unwrap(), l[i].unwrap().abs());
+            ((tg[i].clone().unwrap(), ft[i].clone().unwrap()), [l[i].unwrap(), p[i].unwrap(), q[i].unwrap()])
+        })
+        .collect();
+    let w = read(want);
     assert_eq!(w.len(), g.len(), "DE rows {}", want.display());
     let mut worst = [0.0f64; 3];
     let mut p_off = 0usize;

@@ -61,7 +61,7 @@ pub struct EvalArgs {
     /// Rule set: `v1` (default; cell-eval 0.8.2, the 2025 challenge) or `vcc2026` (cell-eval2 0.20.0).
     #[arg(long, default_value = "v1")]
     pub preset: String,
-    /// vcc2026: also write the DE tables (`de_real.csv`, `de_pred.csv`).
+    /// vcc2026: also write the DE tables (`de_real.parquet`, `de_pred.parquet`).
     #[arg(long)]
     pub write_degenes: bool,
 }
@@ -204,14 +204,18 @@ pub struct ScoreArgs {
     pub base_input: Option<PathBuf>,
     #[arg(short, long, default_value = "./score.csv")]
     pub output: PathBuf,
-    /// vcc2026: score against a real bundle folder written by `vcell real-bundle` (baseline + replicate anchor).
+    /// vcc2026: score against a real bundle folder (baseline + replicate anchor) written by `vcell real-bundle` or
+    /// cell-eval2's `prep-real-bundle`. The run's run_meta.json must match the bundle's manifest.
     #[arg(long)]
     pub real_bundle: Option<PathBuf>,
+    /// vcc2026: the run's run_meta.json (default: beside --user-input).
+    #[arg(long, requires = "real_bundle")]
+    pub user_meta: Option<PathBuf>,
 }
 
 pub fn run_score_cmd(args: ScoreArgs) -> anyhow::Result<()> {
     if let Some(bundle) = &args.real_bundle {
-        return super::vcc2026::run_score(&args.user_input, bundle, &args.output);
+        return super::vcc2026::run_score(&args.user_input, args.user_meta.as_deref(), bundle, &args.output);
     }
     let Some(base_input) = args.base_input.clone() else { bail!("--base-input or --real-bundle is required") };
     let args = ScoreArgs { base_input: Some(base_input.clone()), ..args };

@@ -1,19 +1,18 @@
 //! `vcell eval|baseline --preset vcc2026`, `vcell real-bundle`, `vcell score --real-bundle`: cell-eval2 0.20.0's
 //! `run`, `baseline`, `prep-real-bundle` and `score` under the vcc2026 preset.
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 
 use super::eval::{set_threads, BaselineArgs, EvalArgs};
-use crate::eval::format::{parse_opt, write_atomic};
+use crate::eval::format::write_atomic;
 use crate::eval::vcc2026::baseline::baseline_side;
 use crate::eval::vcc2026::bundle::build_bundle;
 use crate::eval::vcc2026::metrics::{ControlSource, SCORED};
-use crate::eval::vcc2026::outputs::{agg_csv, agg_table, parse_agg_csv, results_csv};
+use crate::eval::vcc2026::outputs::{agg_csv, agg_table, results_csv};
 use crate::eval::vcc2026::pipeline::{run_vcc2026, RunOptions};
-use crate::eval::vcc2026::score::{score, score_csv};
+use crate::eval::vcc2026::score::{score_csv, score_real_bundle};
 use crate::eval::vcc2026::validate::{load_real, Vcc2026Options};
 use crate::eval::vcc2026::{analyse_real, evaluate_against, PassOptions};
 
@@ -107,42 +106,23 @@ pub fn run_real_bundle(args: RealBundleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn means(path: &Path) -> anyhow::Result<BTreeMap<String, f64>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let t = parse_agg_csv(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(t.into_iter().filter_map(|(m, s)| s.get("mean").map(|v| (m, *v))).collect())
-}
-
-/// `score --real-bundle`: reads `anchor_agg.csv` (ours; cell-eval2's bundles hold parquet, which this build
-/// cannot read — export it as CSV) and `baseline_agg.csv`.
-pub fn run_score(user: &Path, bundle: &Path, output: &Path) -> anyhow::Result<()> {
-    let u = means(user)?;
-    let b = means(&bundle.join("baseline_agg.csv"))?;
-    let anchor = bundle.join("anchor_agg.csv");
-    if !anchor.exists() {
-        anyhow::bail!(
-            "{}: no anchor_agg.csv (a cell-eval2 bundle stores anchor_agg.parquet; export it as CSV next to it)",
-            bundle.display()
-        );
+/// `score --real-bundle`: checks the run (`run_meta.json` beside `user`, or `user_meta`) against the bundle's
+/// manifest, then scores `user` against the bundle's baseline and replicate anchor (a bundle from `vcell
+/// real-bundle` or from cell-eval2's `prep-real-bundle`). A refused run writes nothing.
+pub fn run_score(user: &Path, user_meta: Option<&Path>, bundle: &Path, output: &Path) -> anyhow::Result<()> {
+    let meta = match user_meta {
+        Some(p) => p.to_owned(),
+        None => user.parent().map(|d| d.join("run_meta.json")).unwrap_or_else(|| PathBuf::from("run_meta.json")),
+    };
+    let out = score_real_bundle(user, &meta, bundle)?;
+    for w in &out.warnings {
+        eprintln!("{w}");
     }
-    let text = std::fs::read_to_string(&anchor).with_context(|| format!("reading {}", anchor.display()))?;
-    let mut r = BTreeMap::new();
-    for line in text.lines().skip(1) {
-        let c: Vec<&str> = line.split(',').collect();
-        if c.len() > 1 {
-            r.insert(c[0].to_owned(), parse_opt(c[1])?.unwrap_or(f64::NAN));
-        }
-    }
-    let id = std::fs::read_to_string(bundle.join("manifest.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v["real_bundle_id"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let (rows, avg) = score(&u, &b, &r)?;
-    write_atomic(output, score_csv(&rows, avg, &id).as_bytes())?;
-    for row in &rows {
+    write_atomic(output, score_csv(&out.rows, out.avg, &out.bundle_id).as_bytes())
+        .with_context(|| format!("writing {}", output.display()))?;
+    for row in &out.rows {
         println!("{:<42} {:.6}", row.metric, row.from_replicate);
     }
-    println!("{:<42} {avg:.6}", "avg_score");
+    println!("{:<42} {:.6}", "avg_score", out.avg);
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod mwu;
 pub mod normalize;
 pub mod numpy_rng;
+pub mod parquet_table;
 pub mod pipeline;
 pub mod prep;
 pub mod profile;

@@ -317,7 +317,7 @@ fn load_vcc2026(mut data: EvalData, mut csv: Csv) -> Result<EvalData, UiError> {
         .iter()
         .map(|&m| Member { name: m.to_owned(), mean: lookup(&data.means, m), rescaled: lookup(&rescaled, m) })
         .collect();
-    data.notes.push("vcc2026 outputs: no DE tables are shown (run with --write-degenes for de_*.csv)".into());
+    data.notes.push("vcc2026 outputs: no DE tables are shown (run with --write-degenes for de_*.parquet)".into());
     Ok(data)
 }
 

@@ -9,19 +9,19 @@
 //! numerator `mean|lfc_A − lfc_B|`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::baseline::{baseline_side, Draw};
+use super::digest::{provenance, source_fingerprint};
 use super::metrics::{
     compute_members, lfc_gate, lfc_nmae_one, ControlSource, MemberValues, EXPR_CAPPED_NORM, LFC_NMAE, RESULT_ORDER,
 };
 use super::outputs::{agg_csv, agg_table, results_csv};
-use super::pipeline::{now_utc, write};
+use super::pipeline::{now_utc, write, write_parquet};
 use super::validate::{gene_positions, load_real, LoadedFile, Vcc2026Options};
 use super::{analyse_real, analyse_side, evaluate_against, Group, RealAnalysis, RefChoice, Result, Side, Vcc2026Error};
-use crate::eval::format::fmt_f64;
 use crate::eval::numpy_rng::{default_rng, SeedSequence};
+use crate::eval::parquet_table::{read_table, Column, Table};
 use crate::progress::Progress;
 
 /// Number of half-splits and the base seed.
@@ -171,8 +171,9 @@ pub struct BundleOutput {
     pub files: Vec<PathBuf>,
 }
 
-/// Build the real bundle into `outdir`: `baseline_agg.csv`, `baseline_results.csv`, `anchor_agg.csv`,
-/// `anchor_splits.csv`, `manifest.json` (CSV where cell-eval2 writes parquet).
+/// Build the real bundle into `outdir`: `baseline_agg.csv`, `baseline_results.csv`, `anchor_agg.parquet`,
+/// `anchor_splits.parquet`, `manifest.json` (with vcell's `config_digest` / `source_fingerprint`, see
+/// [`super::digest`]).
 pub fn build_bundle(
     real_path: &Path,
     outdir: &Path,
@@ -208,31 +209,9 @@ pub fn build_bundle(
     let mut files = Vec::new();
     write(outdir, "baseline_agg.csv", &agg_csv(&agg_table(&baseline)), &mut files)?;
     write(outdir, "baseline_results.csv", &results_csv(&baseline), &mut files)?;
-    let mut s = String::from("split_index,seed,metric,value,n_perturbations\n");
-    for (i, (sp, agg)) in splits.iter().enumerate() {
-        for (m, (v, n)) in agg {
-            let _ = writeln!(s, "{i},{},{m},{},{}", sp.seed, fmt_f64(*v), n.map(|x| x.to_string()).unwrap_or_default());
-        }
-    }
-    write(outdir, "anchor_splits.csv", &s, &mut files)?;
+    write_parquet(outdir, "anchor_splits.parquet", &splits_table(&splits), &mut files)?;
     let aggs: Vec<SplitAgg> = splits.iter().map(|(_, a)| a.clone()).collect();
-    let mut s = String::from(
-        "metric,replicate,replicate_sd,replicate_min,replicate_max,n_perturbations_min,n_perturbations_max,estimator\n",
-    );
-    for (m, (r, sd, lo, hi, nlo, nhi, est)) in anchor_agg(&aggs) {
-        let o = |x: Option<usize>| x.map(|v| v.to_string()).unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "{m},{},{},{},{},{},{},{est}",
-            fmt_f64(r),
-            fmt_f64(sd),
-            fmt_f64(lo),
-            fmt_f64(hi),
-            o(nlo),
-            o(nhi)
-        );
-    }
-    write(outdir, "anchor_agg.csv", &s, &mut files)?;
+    write_parquet(outdir, "anchor_agg.parquet", &anchor_agg_table(&anchor_agg(&aggs)), &mut files)?;
     let manifest = serde_json::json!({
         "real_bundle_id": id,
         "members": super::metrics::SCORED,
@@ -247,6 +226,132 @@ pub fn build_bundle(
         "engine": format!("vcell {}", env!("CARGO_PKG_VERSION")),
         "created_utc": now_utc(),
     });
+    let mut manifest = manifest;
+    if let Some(m) = manifest.as_object_mut() {
+        for (k, x) in provenance(opts, &source_fingerprint(&real, &vars)) {
+            m.insert(k.to_owned(), x);
+        }
+    }
     write(outdir, "manifest.json", &serde_json::to_string_pretty(&manifest).unwrap_or_default(), &mut files)?;
     Ok(BundleOutput { baseline, draws, splits, files })
+}
+
+fn opt_i64(x: Option<usize>) -> Option<i64> {
+    x.and_then(|v| i64::try_from(v).ok())
+}
+
+/// `anchor_splits.parquet` (`split_index, seed, metric, value, n_perturbations`; all but metric/value Int64).
+pub fn splits_table(splits: &[(Split, SplitAgg)]) -> Table {
+    let (mut idx, mut seed, mut metric, mut value, mut n) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, (sp, agg)) in splits.iter().enumerate() {
+        for (m, (v, k)) in agg {
+            idx.push(opt_i64(Some(i)));
+            seed.push(Some(i64::from(sp.seed)));
+            metric.push(Some(m.clone()));
+            value.push(Some(*v));
+            n.push(opt_i64(*k));
+        }
+    }
+    Table {
+        columns: vec![
+            ("split_index".to_owned(), Column::I64(idx)),
+            ("seed".to_owned(), Column::I64(seed)),
+            ("metric".to_owned(), Column::Str(metric)),
+            ("value".to_owned(), Column::F64(value)),
+            ("n_perturbations".to_owned(), Column::I64(n)),
+        ],
+    }
+}
+
+/// `anchor_agg.parquet` (`metric, replicate, replicate_sd, replicate_min, replicate_max, n_perturbations_min,
+/// n_perturbations_max, estimator`).
+pub fn anchor_agg_table(rows: &BTreeMap<String, AnchorRow>) -> Table {
+    let f = |g: fn(&AnchorRow) -> f64| Column::F64(rows.values().map(|r| Some(g(r))).collect());
+    Table {
+        columns: vec![
+            ("metric".to_owned(), Column::Str(rows.keys().map(|m| Some(m.clone())).collect())),
+            ("replicate".to_owned(), f(|r| r.0)),
+            ("replicate_sd".to_owned(), f(|r| r.1)),
+            ("replicate_min".to_owned(), f(|r| r.2)),
+            ("replicate_max".to_owned(), f(|r| r.3)),
+            ("n_perturbations_min".to_owned(), Column::I64(rows.values().map(|r| opt_i64(r.4)).collect())),
+            ("n_perturbations_max".to_owned(), Column::I64(rows.values().map(|r| opt_i64(r.5)).collect())),
+            ("estimator".to_owned(), Column::Str(rows.values().map(|r| Some(r.6.to_owned())).collect())),
+        ],
+    }
+}
+
+/// One row of a bundle's `anchor_agg.parquet` as read back (vcell's or cell-eval2's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnchorAggRow {
+    pub replicate: f64,
+    pub replicate_sd: f64,
+    pub replicate_min: f64,
+    pub replicate_max: f64,
+    pub n_perturbations_min: Option<i64>,
+    pub n_perturbations_max: Option<i64>,
+    pub estimator: String,
+}
+
+/// Read `dir/anchor_agg.parquet` (written by vcell or cell-eval2): metric → row. A null replicate reads as NaN.
+pub fn read_anchor_agg(dir: &Path) -> Result<BTreeMap<String, AnchorAggRow>> {
+    let path = dir.join("anchor_agg.parquet");
+    let err = |message: String| Vcc2026Error::Parse { path: path.clone(), message };
+    if !path.exists() {
+        return Err(err("no anchor_agg.parquet in the bundle (bundles from vcell < 0.1 wrote CSV: rebuild it)".into()));
+    }
+    let t = read_table(&path).map_err(err)?;
+    let nan = |v: Vec<Option<f64>>| v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect::<Vec<_>>();
+    let metric = t.strs("metric").map_err(err)?;
+    let rep = nan(t.f64s("replicate").map_err(err)?);
+    let sd = nan(t.f64s("replicate_sd").map_err(err)?);
+    let lo = nan(t.f64s("replicate_min").map_err(err)?);
+    let hi = nan(t.f64s("replicate_max").map_err(err)?);
+    let nlo = t.i64s("n_perturbations_min").map_err(err)?;
+    let nhi = t.i64s("n_perturbations_max").map_err(err)?;
+    let est = t.strs("estimator").map_err(err)?;
+    let mut out = BTreeMap::new();
+    for i in 0..t.n_rows() {
+        let m = metric[i].clone().ok_or_else(|| err(format!("row {i}: null metric")))?;
+        out.insert(
+            m,
+            AnchorAggRow {
+                replicate: rep[i],
+                replicate_sd: sd[i],
+                replicate_min: lo[i],
+                replicate_max: hi[i],
+                n_perturbations_min: nlo[i],
+                n_perturbations_max: nhi[i],
+                estimator: est[i].clone().unwrap_or_default(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// One row of `anchor_splits.parquet` as read back: (split_index, seed, metric, value, n_perturbations).
+pub type AnchorSplitRow = (i64, i64, String, f64, Option<i64>);
+
+/// Read `dir/anchor_splits.parquet` (vcell's or cell-eval2's), in file order.
+pub fn read_anchor_splits(dir: &Path) -> Result<Vec<AnchorSplitRow>> {
+    let path = dir.join("anchor_splits.parquet");
+    let err = |message: String| Vcc2026Error::Parse { path: path.clone(), message };
+    let t = read_table(&path).map_err(err)?;
+    let idx = t.i64s("split_index").map_err(err)?;
+    let seed = t.i64s("seed").map_err(err)?;
+    let metric = t.strs("metric").map_err(err)?;
+    let value = t.f64s("value").map_err(err)?;
+    let n = t.i64s("n_perturbations").map_err(err)?;
+    (0..t.n_rows())
+        .map(|i| {
+            Ok((
+                idx[i].ok_or_else(|| err(format!("row {i}: null split_index")))?,
+                seed[i].ok_or_else(|| err(format!("row {i}: null seed")))?,
+                metric[i].clone().ok_or_else(|| err(format!("row {i}: null metric")))?,
+                value[i].unwrap_or(f64::NAN),
+                n[i],
+            ))
+        })
+        .collect()
 }

@@ -12,6 +12,7 @@
 pub mod baseline;
 pub mod bundle;
 pub mod de;
+pub mod digest;
 pub mod jackknife;
 pub mod metrics;
 pub mod outputs;

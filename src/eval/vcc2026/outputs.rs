@@ -1,6 +1,6 @@
 //! cell-eval2's output layouts (design/vcc2026.md §8): `results.csv` (long: perturbation, metric, value),
 //! `agg_results.csv` (statistic rows `count, null_count, mean, std, min, max, median`, one column per member
-//! sorted by name), `metric_aggregation.csv`, `run_meta.json`, and the DE tables as CSV. Floats are written with
+//! sorted by name), `metric_aggregation.csv`, `run_meta.json`, and the DE tables (parquet). Floats are written with
 //! the shortest round-trip form (`format::fmt_f64`); cell-eval2's polars 2.1 writes some small values positionally
 //! (`0.000027…`) where we write `2.7…e-5`, the same f64.
 
@@ -11,6 +11,7 @@ use super::de::DeTable;
 use super::metrics::{MemberValues, EXPR_CAPPED_NORM, RESULT_ORDER};
 use crate::eval::describe::std_ddof1;
 use crate::eval::format::{fmt_f64, parse_opt};
+use crate::eval::parquet_table::{Column, Table};
 
 /// Statistic rows of `agg_results.csv`.
 pub const AGG_STATISTICS: [&str; 7] = ["count", "null_count", "mean", "std", "min", "max", "median"];
@@ -142,24 +143,32 @@ pub fn metric_aggregation_csv(v: &MemberValues) -> String {
     s
 }
 
-/// A DE table as CSV (`target, feature, log2_fold_change, p_value, p_adj, abs_log2_fold_change`), perturbations
-/// in table order, genes in index order.
-pub fn de_csv(t: &DeTable, var_names: &[String]) -> String {
-    let mut s = String::from("target,feature,log2_fold_change,p_value,p_adj,abs_log2_fold_change\n");
-    for (i, p) in t.perts.iter().enumerate() {
+/// A DE table as cell-eval2's `de_real.parquet` / `de_pred.parquet` (`target, feature, log2_fold_change, p_value,
+/// p_adj, abs_log2_fold_change`), perturbations in table order, genes in index order.
+pub fn de_table(t: &DeTable, var_names: &[String]) -> Table {
+    let n = t.perts.len() * t.genes.len();
+    let (mut target, mut feature) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut lfc, mut p, mut padj, mut abs) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for (i, pert) in t.perts.iter().enumerate() {
         for (k, &g) in t.genes.iter().enumerate() {
             let l = t.lfc[i][k];
-            let _ = writeln!(
-                s,
-                "{},{},{},{},{},{}",
-                csv_field(p),
-                csv_field(&var_names[g]),
-                fmt_f64(l),
-                fmt_f64(t.p[i][k]),
-                fmt_f64(t.padj[i][k]),
-                fmt_f64(l.abs())
-            );
+            target.push(Some(pert.clone()));
+            feature.push(var_names.get(g).cloned());
+            lfc.push(Some(l));
+            p.push(Some(t.p[i][k]));
+            padj.push(Some(t.padj[i][k]));
+            abs.push(Some(l.abs()));
         }
     }
-    s
+    Table {
+        columns: vec![
+            ("target".to_owned(), Column::Str(target)),
+            ("feature".to_owned(), Column::Str(feature)),
+            ("log2_fold_change".to_owned(), Column::F64(lfc)),
+            ("p_value".to_owned(), Column::F64(p)),
+            ("p_adj".to_owned(), Column::F64(padj)),
+            ("abs_log2_fold_change".to_owned(), Column::F64(abs)),
+        ],
+    }
 }

@@ -3,11 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+use super::digest::{provenance, source_fingerprint};
 use super::metrics::{ControlSource, MemberValues};
-use super::outputs::{agg_csv, agg_table, de_csv, metric_aggregation_csv, results_csv};
+use super::outputs::{agg_csv, agg_table, de_table, metric_aggregation_csv, results_csv};
 use super::validate::{load_pair, Vcc2026Options};
 use super::{analyse_real, evaluate_against, Result, Vcc2026Error};
 use crate::eval::format::write_atomic;
+use crate::eval::parquet_table::{write_table, Table};
 use crate::progress::Progress;
 
 /// What a vcc2026 run needs.
@@ -16,7 +18,7 @@ pub struct RunOptions {
     pub real: PathBuf,
     pub pred: PathBuf,
     pub outdir: PathBuf,
-    /// Also write `de_real.csv` / `de_pred.csv` (`--write-degenes`).
+    /// Also write `de_real.parquet` / `de_pred.parquet` (`--write-degenes`).
     pub write_de: bool,
     pub vcc: Vcc2026Options,
 }
@@ -28,10 +30,21 @@ pub struct RunOutput {
 }
 
 pub(crate) fn write(dir: &Path, name: &str, text: &str, files: &mut Vec<PathBuf>) -> Result<()> {
+    write_bytes(dir, name, text.as_bytes(), files)
+}
+
+pub(crate) fn write_bytes(dir: &Path, name: &str, bytes: &[u8], files: &mut Vec<PathBuf>) -> Result<()> {
     let p = dir.join(name);
-    write_atomic(&p, text.as_bytes()).map_err(|source| Vcc2026Error::Io { path: p.clone(), source })?;
+    write_atomic(&p, bytes).map_err(|source| Vcc2026Error::Io { path: p.clone(), source })?;
     files.push(p);
     Ok(())
+}
+
+/// Write `table` as `dir/name` (parquet, atomically).
+pub(crate) fn write_parquet(dir: &Path, name: &str, table: &Table, files: &mut Vec<PathBuf>) -> Result<()> {
+    let bytes = write_table(table)
+        .map_err(|e| Vcc2026Error::Parse { path: dir.join(name), message: format!("writing parquet: {e}") })?;
+    write_bytes(dir, name, &bytes, files)
 }
 
 /// Score a prediction under the vcc2026 preset and write cell-eval2's files into `outdir`.
@@ -49,31 +62,34 @@ pub fn run_vcc2026(opts: &RunOptions, progress: &dyn Progress) -> Result<RunOutp
     write(dir, "agg_results.csv", &agg_csv(&agg_table(&members)), &mut files)?;
     write(dir, "metric_aggregation.csv", &metric_aggregation_csv(&members), &mut files)?;
     if opts.write_de {
-        write(dir, "de_real.csv", &de_csv(&real.de, &loaded.var_names), &mut files)?;
-        write(dir, "de_pred.csv", &de_csv(&pred_de, &loaded.var_names), &mut files)?;
+        write_parquet(dir, "de_real.parquet", &de_table(&real.de, &loaded.var_names), &mut files)?;
+        write_parquet(dir, "de_pred.parquet", &de_table(&pred_de, &loaded.var_names), &mut files)?;
     }
-    write(dir, "run_meta.json", &run_meta(opts, "counts"), &mut files)?;
+    let fingerprint = source_fingerprint(&loaded.real, &loaded.var_names);
+    write(dir, "run_meta.json", &run_meta(opts, "counts", &fingerprint), &mut files)?;
     Ok(RunOutput { members, files })
 }
 
-/// `run_meta.json`: cell-eval2's keys that describe the computation (digests and fingerprints of cell-eval2's
-/// own config serialisation are not reproduced).
-pub fn run_meta(opts: &RunOptions, pred_input: &str) -> String {
-    let v = serde_json::json!({
+/// `run_meta.json`: cell-eval2's keys that describe the computation. `config_digest` and `source_fingerprint` are
+/// vcell's own (`digest_scheme: vcell-1`, see [`super::digest`]), not cell-eval2's values.
+pub fn run_meta(opts: &RunOptions, pred_input: &str, source_fingerprint: &str) -> String {
+    let mut v = serde_json::json!({
         "anchor_metric_names": super::metrics::RESULT_ORDER.iter().chain(std::iter::once(&super::metrics::EXPR_CAPPED_NORM)).collect::<Vec<_>>(),
-        "comparator": "bulk_lognorm",
         "engine": format!("vcell {}", env!("CARGO_PKG_VERSION")),
         "input_type_pred_effective": pred_input,
-        "input_type_real_effective": "counts",
         "metrics_version": 1,
         "preset": "vcc2026",
         "pert_col": opts.vcc.pert_col,
         "control": opts.vcc.control,
-        "resolved_de_backend": "scanpy",
-        "resolved_device": "cpu",
         "source": opts.real.display().to_string(),
+        "de_pred_fingerprint": null,
         "created_utc": now_utc(),
     });
+    if let Some(m) = v.as_object_mut() {
+        for (k, x) in provenance(&opts.vcc, source_fingerprint) {
+            m.insert(k.to_owned(), x);
+        }
+    }
     serde_json::to_string_pretty(&v).unwrap_or_default()
 }
 

@@ -6,8 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
-use super::metrics::{lower_is_better, EXPR_CAPPED_NORM, LFC_NMAE, SCORED};
+use super::bundle::read_anchor_agg;
+use super::digest::check_submission;
+use super::metrics::{lower_is_better, EXPR_CAPPED_NORM, LFC_NMAE, PDS_COSINE, SCORED};
+use super::outputs::parse_agg_csv;
 use super::{Result, Vcc2026Error};
 use crate::eval::format::fmt_f64;
 
@@ -80,4 +84,59 @@ pub fn score_csv(rows: &[MemberScore], avg: f64, bundle_id: &str) -> String {
     }
     let _ = writeln!(s, "avg_score,,{},real_bundle,{bundle_id}", fmt_f64(avg));
     s
+}
+
+/// The outcome of [`score_real_bundle`].
+#[derive(Debug, Clone)]
+pub struct BundleScore {
+    pub rows: Vec<MemberScore>,
+    pub avg: f64,
+    pub bundle_id: String,
+    /// Printed on stderr by the CLI (e.g. digests that could not be compared).
+    pub warnings: Vec<String>,
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Vcc2026Error::Io { path: path.to_owned(), source })
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    serde_json::from_str(&read_text(path)?)
+        .map_err(|e| Vcc2026Error::Parse { path: path.to_owned(), message: e.to_string() })
+}
+
+type AggTable = BTreeMap<String, BTreeMap<String, f64>>;
+
+fn read_agg(path: &Path) -> Result<AggTable> {
+    parse_agg_csv(&read_text(path)?).map_err(|message| Vcc2026Error::Parse { path: path.to_owned(), message })
+}
+
+fn means(t: &AggTable) -> BTreeMap<String, f64> {
+    t.iter().filter_map(|(m, s)| s.get("mean").map(|v| (m.clone(), *v))).collect()
+}
+
+/// `score --real-bundle`: the run's `agg_results.csv` and `run_meta.json` against a bundle directory written by
+/// `vcell real-bundle` or cell-eval2's `prep-real-bundle` (`manifest.json`, `anchor_agg.parquet`,
+/// `baseline_agg.csv`). The run is checked against the manifest first ([`check_submission`]); a mismatch is an
+/// error and nothing is scored.
+pub fn score_real_bundle(user_agg: &Path, user_meta: &Path, bundle: &Path) -> Result<BundleScore> {
+    let user = read_agg(user_agg)?;
+    let meta_path = user_meta;
+    if !meta_path.exists() {
+        return Err(Vcc2026Error::Score(format!(
+            "--real-bundle needs the run's run_meta.json ({} not found): the run is checked against the bundle",
+            meta_path.display()
+        )));
+    }
+    let run_meta = read_json(meta_path)?;
+    let manifest = read_json(&bundle.join("manifest.json"))?;
+    let anchor = read_anchor_agg(bundle)?;
+    let run_n = user.get(PDS_COSINE).and_then(|s| s.get("count")).filter(|c| c.is_finite()).map(|c| *c as usize);
+    let bundle_n = anchor.get(PDS_COSINE).and_then(|r| r.n_perturbations_max).and_then(|n| usize::try_from(n).ok());
+    let warnings = check_submission(&manifest, &run_meta, run_n, bundle_n)?;
+    let b = means(&read_agg(&bundle.join("baseline_agg.csv"))?);
+    let r: BTreeMap<String, f64> = anchor.iter().map(|(m, row)| (m.clone(), row.replicate)).collect();
+    let (rows, avg) = score(&means(&user), &b, &r)?;
+    let bundle_id = manifest.get("real_bundle_id").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    Ok(BundleScore { rows, avg, bundle_id, warnings })
 }
