@@ -229,6 +229,14 @@ fn check_cell_eval2_bundle(case: &str) {
     }
     assert_eq!(want[6][0], "avg_score");
     assert!(close(out.avg, num(&want[6][2]), 1e-9), "{case} avg_score {} vs {}", out.avg, want[6][2]);
+    // the provenance columns equal cell-eval2's, the bundle digest recomputed from its manifest
+    let ours = vcell::eval::vcc2026::score::score_csv(&out);
+    let ours: Vec<Vec<String>> = ours.lines().map(|l| l.split(',').map(str::to_owned).collect()).collect();
+    let header = std::fs::read_to_string(f.join("score.csv")).unwrap();
+    assert_eq!(ours[0].join(","), header.lines().next().unwrap());
+    for (g, w) in ours[1..].iter().zip(&want) {
+        assert_eq!(g[3..], w[3..], "{case} {}", g[0]);
+    }
     // the guard compares cell-eval2's digests with each other: a different config is refused
     let tmp = tempfile::tempdir().unwrap();
     let mut meta: serde_json::Value =

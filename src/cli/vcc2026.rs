@@ -118,8 +118,7 @@ pub fn run_score(user: &Path, user_meta: Option<&Path>, bundle: &Path, output: &
     for w in &out.warnings {
         eprintln!("{w}");
     }
-    write_atomic(output, score_csv(&out.rows, out.avg, &out.bundle_id).as_bytes())
-        .with_context(|| format!("writing {}", output.display()))?;
+    write_atomic(output, score_csv(&out).as_bytes()).with_context(|| format!("writing {}", output.display()))?;
     for row in &out.rows {
         println!("{:<42} {:.6}", row.metric, row.from_replicate);
     }

@@ -103,6 +103,17 @@ impl ScanStats {
 }
 
 /// How stored values become the log1p expression that DE and the pseudobulks use.
+/// `x.fract() != 0.0` without libm's `truncf` call (hot in the count checks): below 2^23 the integer part of a
+/// finite f32 is `x as i32`, above it every finite f32 is an integer; NaN and ±inf have a NaN fraction.
+#[inline]
+pub fn has_fraction(x: f32) -> bool {
+    if x.abs() < 8_388_608.0 {
+        (x as i32) as f32 != x
+    } else {
+        !x.is_finite()
+    }
+}
+
 /// One cell's statistics in eight independent lanes (vectorised): total (if `TOTALS`), non-zeros, min, max,
 /// negatives, and whether a positive fraction > 1e-3 occurs (if `TOTALS`); `None` if a value is NaN or ±inf. The
 /// total's summation order differs from the element-by-element one, which changes nothing where it is used: it
@@ -302,6 +313,15 @@ mod tests {
             } else {
                 assert!((lanes.0 - scalar.0).abs() <= 1e-9 * scalar.0.abs().max(1.0), "{lanes:?} {scalar:?}");
             }
+        }
+    }
+
+    #[test]
+    fn has_fraction_is_fract_not_zero() {
+        let specials = [0.0f32, -0.0, 0.5, -0.5, 1.0, -3.0, 8_388_607.5, 8_388_608.0, 1e30, f32::NAN, f32::INFINITY];
+        let steps = (0..20_000).map(|i| i as f32 * 0.137 - 1000.0);
+        for x in specials.into_iter().chain(steps) {
+            assert_eq!(has_fraction(x), x.fract() != 0.0, "{x}");
         }
     }
 

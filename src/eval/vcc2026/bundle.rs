@@ -211,8 +211,10 @@ pub fn build_bundle(
     write(outdir, "baseline_results.csv", &results_csv(&baseline), &mut files)?;
     write_parquet(outdir, "anchor_splits.parquet", &splits_table(&splits), &mut files)?;
     let aggs: Vec<SplitAgg> = splits.iter().map(|(_, a)| a.clone()).collect();
-    write_parquet(outdir, "anchor_agg.parquet", &anchor_agg_table(&anchor_agg(&aggs)), &mut files)?;
+    let anchor = anchor_agg(&aggs);
+    write_parquet(outdir, "anchor_agg.parquet", &anchor_agg_table(&anchor), &mut files)?;
     let manifest = serde_json::json!({
+        "anchor_digest": anchor_digest(&anchor),
         "real_bundle_id": id,
         "members": super::metrics::SCORED,
         "seeds": splits.iter().map(|(s, _)| s.seed).collect::<Vec<_>>(),
@@ -234,6 +236,18 @@ pub fn build_bundle(
     }
     write(outdir, "manifest.json", &serde_json::to_string_pretty(&manifest).unwrap_or_default(), &mut files)?;
     Ok(BundleOutput { baseline, draws, splits, files })
+}
+
+/// `anchor_digest` (vcell-1): sha256 of the anchor rows in Python's JSON form (metric order, floats in `repr`).
+/// cell-eval2's own digest hashes its polars frame and is not reproduced; `score.csv` carries whichever the
+/// bundle's manifest holds.
+pub fn anchor_digest(rows: &BTreeMap<String, AnchorRow>) -> String {
+    use sha2::Digest;
+    let list: Vec<serde_json::Value> =
+        rows.iter().map(|(m, r)| serde_json::json!([m, r.0, r.1, r.2, r.3, r.4, r.5, r.6])).collect();
+    let mut text = String::from(super::digest::DIGEST_SCHEME);
+    super::digest::python_json(&serde_json::Value::Array(list), &mut text);
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn opt_i64(x: Option<usize>) -> Option<i64> {

@@ -11,6 +11,7 @@
 use super::{Rows, CELL_TARGET_SUM, DE_EPSILON, MIN_CPM};
 use crate::eval::bh::bh_adjust;
 use crate::eval::mwu::{ndtr, SortedReference};
+use crate::eval::normalize::has_fraction;
 
 /// Per-cell CPM of a group: mean CPM per gene and, for the `keep` genes, sorted non-zero `log1p(CPM)` per gene.
 struct CpmColumns {
@@ -53,7 +54,7 @@ fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>) -> CpmColumns
             if let Some(s) = &slot {
                 let k = s[c as usize];
                 if k != u32::MAX && x > 0.0 {
-                    let bits = if v.fract() == 0.0 && v < SMALL_COUNTS as f32 {
+                    let bits = if (0.0..SMALL_COUNTS as f32).contains(&v) && !has_fraction(v) {
                         let e = &mut small[v as usize];
                         if *e == 0 {
                             *e = x.ln_1p().to_bits();

@@ -220,6 +220,30 @@ pub fn check_submission(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    #[test]
+    fn python_float_repr_matches_python() {
+        // (value, Python's repr)
+        for (x, want) in [
+            (50000.0, "50000.0"),
+            (1e-9, "1e-09"),
+            (5e-5, "5e-05"),
+            (0.0001, "0.0001"),
+            (0.1, "0.1"),
+            (1e16, "1e+16"),
+            (1234567890123456.0, "1234567890123456.0"),
+            (-2.5, "-2.5"),
+            (0.5468046683176828, "0.5468046683176828"),
+            (1.2345678901234568e17, "1.2345678901234568e+17"),
+            (1e22, "1e+22"),
+            (2.0, "2.0"),
+        ] {
+            assert_eq!(python_float_repr(x), want, "{x}");
+        }
+        let mut out = String::new();
+        python_json(&serde_json::json!({"b": [1, 2.0, null, "é\n"], "a": true}), &mut out);
+        assert_eq!(out, r#"{"a":true,"b":[1,2.0,null,"\u00e9\n"]}"#);
+    }
+
     use super::*;
 
     fn vcell_meta(cfg: &str, src: &str) -> Value {
@@ -275,5 +299,120 @@ mod tests {
         let ce2b = json!({"cell_eval2_version": "0.20.0", "config_digest": "abd", "comparator": "bulk_lognorm"});
         let e = check_submission(&ce2, &ce2b, None, None).unwrap_err().to_string();
         assert!(e.contains("config_digest"), "{e}");
+    }
+}
+
+/// `real_bundle_digest` of `score.csv`: cell-eval2's `real_bundle.py::manifest_digest`, sha256 of
+/// `json.dumps(manifest − created_utc, sort_keys=True, separators=(",", ":"))` (Python's serialisation reproduced
+/// by [`python_json`]).
+pub fn manifest_digest(manifest: &Value) -> String {
+    let mut text = String::new();
+    match manifest {
+        Value::Object(map) => {
+            let kept: serde_json::Map<String, Value> =
+                map.iter().filter(|(k, _)| k.as_str() != "created_utc").map(|(k, v)| (k.clone(), v.clone())).collect();
+            python_json(&Value::Object(kept), &mut text);
+        }
+        other => python_json(other, &mut text),
+    }
+    hex(&Sha256::digest(text.as_bytes()))
+}
+
+/// `json.dumps(v, sort_keys=True, separators=(",", ":"))` as Python writes it: keys sorted by code point, ASCII
+/// only (`\uXXXX` escapes, surrogate pairs above the BMP), floats in `repr` form (`1e-09`, `50000.0`, `1e+16`).
+pub fn python_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) if !n.is_f64() => out.push_str(&i.to_string()),
+            (_, Some(u), _) if !n.is_f64() => out.push_str(&u.to_string()),
+            (_, _, Some(f)) => out.push_str(&python_float_repr(f)),
+            _ => out.push_str(&n.to_string()),
+        },
+        Value::String(s) => python_str(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                python_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            // Python sorts str keys by code point; Rust's str order is byte order of UTF-8, the same order
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                python_str(k, out);
+                out.push(':');
+                python_json(&map[k.as_str()], out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn python_str(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Python's `repr(float)`: the shortest round-trip digits, fixed notation for decimal exponents in [-4, 16),
+/// otherwise `d.ddde±XX`.
+pub fn python_float_repr(x: f64) -> String {
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+    }
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: "d.ddd" + "e" + exponent
+    let sci = format!("{:e}", x.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let sign = if x < 0.0 { "-" } else { "" };
+    if (-4..16).contains(&exp) {
+        let n = digits.len() as i32;
+        let body = if exp < 0 {
+            format!("0.{}{}", "0".repeat((-exp - 1) as usize), digits)
+        } else if exp + 1 >= n {
+            format!("{}{}.0", digits, "0".repeat((exp + 1 - n) as usize))
+        } else {
+            format!("{}.{}", &digits[..(exp + 1) as usize], &digits[(exp + 1) as usize..])
+        };
+        format!("{sign}{body}")
+    } else {
+        let m = if digits.len() > 1 { format!("{}.{}", &digits[..1], &digits[1..]) } else { digits.clone() };
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{m}e{esign}{:02}", exp.abs())
     }
 }

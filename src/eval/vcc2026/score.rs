@@ -70,19 +70,17 @@ pub fn score(
     Ok((rows, avg))
 }
 
-/// `score.csv` (`metric, from_baseline, from_replicate, anchor_source, real_bundle_id`).
-pub fn score_csv(rows: &[MemberScore], avg: f64, bundle_id: &str) -> String {
-    let mut s = String::from("metric,from_baseline,from_replicate,anchor_source,real_bundle_id\n");
-    for r in rows {
-        let _ = writeln!(
-            s,
-            "{},{},{},real_bundle,{bundle_id}",
-            r.metric,
-            fmt_f64(r.from_baseline),
-            fmt_f64(r.from_replicate)
-        );
+/// `score.csv` (`metric, from_baseline, from_replicate, anchor_source, anchor_digest, real_bundle_id,
+/// real_bundle_digest`), cell-eval2's `score -o` layout.
+pub fn score_csv(out: &BundleScore) -> String {
+    let mut s = String::from(
+        "metric,from_baseline,from_replicate,anchor_source,anchor_digest,real_bundle_id,real_bundle_digest\n",
+    );
+    let tail = format!("real_bundle,{},{},{}", out.anchor_digest, out.bundle_id, out.bundle_digest);
+    for r in &out.rows {
+        let _ = writeln!(s, "{},{},{},{tail}", r.metric, fmt_f64(r.from_baseline), fmt_f64(r.from_replicate));
     }
-    let _ = writeln!(s, "avg_score,,{},real_bundle,{bundle_id}", fmt_f64(avg));
+    let _ = writeln!(s, "avg_score,,{},{tail}", fmt_f64(out.avg));
     s
 }
 
@@ -92,6 +90,10 @@ pub struct BundleScore {
     pub rows: Vec<MemberScore>,
     pub avg: f64,
     pub bundle_id: String,
+    /// The manifest's `anchor_digest` (empty if it has none).
+    pub anchor_digest: String,
+    /// cell-eval2's `manifest_digest` of the bundle's manifest.
+    pub bundle_digest: String,
     /// Printed on stderr by the CLI (e.g. digests that could not be compared).
     pub warnings: Vec<String>,
 }
@@ -137,6 +139,8 @@ pub fn score_real_bundle(user_agg: &Path, user_meta: &Path, bundle: &Path) -> Re
     let b = means(&read_agg(&bundle.join("baseline_agg.csv"))?);
     let r: BTreeMap<String, f64> = anchor.iter().map(|(m, row)| (m.clone(), row.replicate)).collect();
     let (rows, avg) = score(&means(&user), &b, &r)?;
-    let bundle_id = manifest.get("real_bundle_id").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-    Ok(BundleScore { rows, avg, bundle_id, warnings })
+    let text = |k: &str| manifest.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let (bundle_id, anchor_digest) = (text("real_bundle_id"), text("anchor_digest"));
+    let bundle_digest = super::digest::manifest_digest(&manifest);
+    Ok(BundleScore { rows, avg, bundle_id, anchor_digest, bundle_digest, warnings })
 }

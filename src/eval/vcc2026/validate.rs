@@ -16,6 +16,7 @@ use super::{Group, Result, Side, Vcc2026Error, MAX_COUNTS_PER_CELL};
 use crate::data::anndata::Categorical;
 use crate::eval::error::short_list;
 use crate::eval::input::{chunk_rows_for, open_h5ad, stream_values, CellSource};
+use crate::eval::normalize::has_fraction;
 use crate::progress::Progress;
 
 /// Options of a vcc2026 run.
@@ -130,7 +131,7 @@ pub fn check_values(
         for &v in values {
             negative |= v < 0.0;
             // an exact integer (fract 0) skips the rounding test
-            if !allow_fractional && fractional.is_none() && v.fract() != 0.0 && !is_integral(v) {
+            if !allow_fractional && fractional.is_none() && has_fraction(v) && !is_integral(v) {
                 fractional = Some((v as f64, row));
             }
             total += v as f64;
