@@ -8,7 +8,8 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 need_pkgs=()
-for p in libhdf5-dev pkg-config zstd tmux python3-venv python3-pip; do
+# build-essential: the C compiler the linker step and the C parts of zstd and mimalloc need
+for p in build-essential libhdf5-dev pkg-config zstd tmux python3-venv python3-pip; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 # python3-venv may be satisfied by a non-Debian python3 that already ships venv.
