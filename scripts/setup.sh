@@ -8,7 +8,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 need_pkgs=()
-# build-essential: the C compiler the linker step and the C parts of zstd and mimalloc need
+# build-essential: the C compiler the linker step and the C parts of zstd need
 for p in build-essential libhdf5-dev pkg-config zstd tmux python3-venv python3-pip; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
