@@ -126,6 +126,10 @@ impl DenseNode {
     }
 }
 
+/// Stored entries between two kept rows up to which [`SparseNode::read_csr_rows_where`] reads through the gap
+/// instead of issuing another read (32 Ki entries: 128 KB per array, about what an HDF5 read call costs).
+const MERGE_GAP: usize = 32 * 1024;
+
 impl SparseNode {
     fn open(ctx: Ctx<'_>, file: &File, element: &str) -> Result<Self> {
         let name = element.trim_start_matches('/');
@@ -245,9 +249,10 @@ impl SparseNode {
         build_csr(ctx, &self.element, (end - start, self.shape.1), local, indices, data)
     }
 
-    /// [`Self::read_csr_rows`] keeping only the rows where `keep(row)` holds (the others come back empty): the
-    /// slice is read as stored and only the kept rows are converted and checked, so a pass that wants a few
-    /// rows of every chunk pays for little more than the read itself.
+    /// [`Self::read_csr_rows`] keeping only the rows where `keep(row)` holds (the others come back empty). Only the
+    /// stored ranges of the kept rows are read (runs of kept rows, merged across gaps of up to [`MERGE_GAP`]
+    /// entries, where one larger read is cheaper than two calls), and only the kept rows are converted and checked:
+    /// a pass that wants one row in twenty reads about a twentieth of the file.
     pub fn read_csr_rows_where(
         &self,
         ctx: Ctx<'_>,
@@ -256,29 +261,50 @@ impl SparseNode {
         end: usize,
         keep: &dyn Fn(usize) -> bool,
     ) -> Result<CsrMatrix> {
-        let (a, b) = self.stored_range(ctx, indptr, start, end)?;
+        self.stored_range(ctx, indptr, start, end)?;
+        let kept: Vec<bool> = (start..end).map(keep).collect();
+        // row runs [r0, r1) to read
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for (i, &k) in kept.iter().enumerate() {
+            if !k {
+                continue;
+            }
+            let r = start + i;
+            match runs.last_mut() {
+                Some((_, e)) if indptr[r] - indptr[*e] <= MERGE_GAP => *e = r + 1,
+                _ => runs.push((r, r + 1)),
+            }
+        }
         let idx_element = format!("{}/indices", self.element);
-        let raw = hdf::read_indices_raw(ctx, &self.indices, &idx_element, a..b)?;
-        let data = self.read_data(ctx, a..b)?;
         let (mut out_ptr, mut indices, mut vals) = (Vec::with_capacity(end - start + 1), Vec::new(), Vec::new());
         out_ptr.push(0usize);
-        for r in start..end {
-            if keep(r) {
-                let (s, e) = (indptr[r] - a, indptr[r + 1] - a);
-                for k in s..e {
-                    let c = raw.get_below(k, self.shape.1).ok_or_else(|| {
-                        let v = raw.get_i128(k).unwrap_or_default();
-                        ctx.invalid(
-                            &idx_element,
-                            format!("indices[{}] = {v} out of range (n_vars = {})", a + k, self.shape.1),
-                        )
-                    })?;
-                    indices.push(c);
+        let mut next_row = start;
+        for (r0, r1) in runs {
+            // rows before the run are not kept: empty
+            out_ptr.extend(std::iter::repeat_n(indices.len(), r0 - next_row));
+            let (a, b) = (indptr[r0], indptr[r1]);
+            let raw = hdf::read_indices_raw(ctx, &self.indices, &idx_element, a..b)?;
+            let data = self.read_data(ctx, a..b)?;
+            for r in r0..r1 {
+                if kept[r - start] {
+                    let (s, e) = (indptr[r] - a, indptr[r + 1] - a);
+                    for k in s..e {
+                        let c = raw.get_below(k, self.shape.1).ok_or_else(|| {
+                            let v = raw.get_i128(k).unwrap_or_default();
+                            ctx.invalid(
+                                &idx_element,
+                                format!("indices[{}] = {v} out of range (n_vars = {})", a + k, self.shape.1),
+                            )
+                        })?;
+                        indices.push(c);
+                    }
+                    vals.extend_from_slice(data.get(s..e).unwrap_or_default());
                 }
-                vals.extend_from_slice(data.get(s..e).unwrap_or_default());
+                out_ptr.push(indices.len());
             }
-            out_ptr.push(indices.len());
+            next_row = r1;
         }
+        out_ptr.extend(std::iter::repeat_n(indices.len(), end - next_row));
         build_csr(ctx, &self.element, (end - start, self.shape.1), out_ptr, indices, vals)
     }
 
