@@ -217,91 +217,6 @@ pub fn check_submission(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    #[test]
-    fn python_float_repr_matches_python() {
-        // (value, Python's repr)
-        for (x, want) in [
-            (50000.0, "50000.0"),
-            (1e-9, "1e-09"),
-            (5e-5, "5e-05"),
-            (0.0001, "0.0001"),
-            (0.1, "0.1"),
-            (1e16, "1e+16"),
-            (1234567890123456.0, "1234567890123456.0"),
-            (-2.5, "-2.5"),
-            (0.5468046683176828, "0.5468046683176828"),
-            (1.2345678901234568e17, "1.2345678901234568e+17"),
-            (1e22, "1e+22"),
-            (2.0, "2.0"),
-        ] {
-            assert_eq!(python_float_repr(x), want, "{x}");
-        }
-        let mut out = String::new();
-        python_json(&serde_json::json!({"b": [1, 2.0, null, "é\n"], "a": true}), &mut out);
-        assert_eq!(out, r#"{"a":true,"b":[1,2.0,null,"\u00e9\n"]}"#);
-    }
-
-    use super::*;
-
-    fn vcell_meta(cfg: &str, src: &str) -> Value {
-        let mut m = serde_json::Map::new();
-        for (k, v) in provenance(&Vcc2026Options::default(), src) {
-            m.insert(k.to_owned(), v);
-        }
-        m.insert("config_digest".into(), json!(cfg));
-        Value::Object(m)
-    }
-
-    #[test]
-    fn vcc2026_config_digest_ignores_pert_col_and_memory_but_not_control() {
-        let a = Vcc2026Options::default();
-        let b = Vcc2026Options { pert_col: "gene".into(), chunk_nnz: 7, ..Vcc2026Options::default() };
-        let c = Vcc2026Options { control: "ctrl".into(), ..Vcc2026Options::default() };
-        assert_eq!(config_digest(&a), config_digest(&b));
-        assert_ne!(config_digest(&a), config_digest(&c));
-        assert_eq!(config_digest(&a).len(), 64);
-    }
-
-    #[test]
-    fn vcc2026_guard_same_scheme() {
-        let m = vcell_meta("x", "s");
-        assert!(check_submission(&m, &vcell_meta("x", "s"), Some(8), Some(8)).unwrap().is_empty());
-        let e = check_submission(&m, &vcell_meta("y", "s"), None, None).unwrap_err().to_string();
-        assert!(e.contains("config_digest"), "{e}");
-        let e = check_submission(&m, &vcell_meta("x", "t"), None, None).unwrap_err().to_string();
-        assert!(e.contains("source_fingerprint"), "{e}");
-        // fail-closed on a missing peer
-        let mut r = vcell_meta("x", "s");
-        r.as_object_mut().unwrap().remove("resolved_device");
-        let e = check_submission(&m, &r, None, None).unwrap_err().to_string();
-        assert!(e.contains("resolved_device: missing from run_meta.json"), "{e}");
-        let e = check_submission(&m, &vcell_meta("x", "s"), Some(7), Some(8)).unwrap_err().to_string();
-        assert!(e.contains("number of perturbations"), "{e}");
-    }
-
-    #[test]
-    fn vcc2026_guard_mixed_schemes_warns() {
-        let ce2 = json!({"cell_eval2_version": "0.20.0", "config_digest": "abc", "comparator": "bulk_lognorm",
-                         "input_type_real_effective": "counts"});
-        let w = check_submission(&ce2, &vcell_meta("x", "s"), Some(8), Some(8)).unwrap();
-        assert_eq!(w.len(), 1);
-        assert!(w[0].contains("cannot compare digests"));
-        let other = json!({"cell_eval2_version": "0.20.0", "comparator": "expr_lognorm"});
-        assert!(check_submission(&other, &vcell_meta("x", "s"), None, None).is_err());
-        let gpu =
-            json!({"cell_eval2_version": "0.20.0", "comparator": "bulk_lognorm", "resolved_de_backend": "gpudge"});
-        let e = check_submission(&gpu, &vcell_meta("x", "s"), None, None).unwrap_err().to_string();
-        assert!(e.contains("resolved_de_backend"), "{e}");
-        // two cell-eval2 files compare their own digests
-        let ce2b = json!({"cell_eval2_version": "0.20.0", "config_digest": "abd", "comparator": "bulk_lognorm"});
-        let e = check_submission(&ce2, &ce2b, None, None).unwrap_err().to_string();
-        assert!(e.contains("config_digest"), "{e}");
-    }
-}
-
 /// `real_bundle_digest` of `score.csv`: cell-eval2's `real_bundle.py::manifest_digest`, sha256 of
 /// `json.dumps(manifest − created_utc, sort_keys=True, separators=(",", ":"))` (Python's serialisation reproduced
 /// by [`python_json`]).
@@ -414,5 +329,90 @@ pub fn python_float_repr(x: f64) -> String {
         let m = if digits.len() > 1 { format!("{}.{}", &digits[..1], &digits[1..]) } else { digits.clone() };
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{m}e{esign}{:02}", exp.abs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    #[test]
+    fn python_float_repr_matches_python() {
+        // (value, Python's repr)
+        for (x, want) in [
+            (50000.0, "50000.0"),
+            (1e-9, "1e-09"),
+            (5e-5, "5e-05"),
+            (0.0001, "0.0001"),
+            (0.1, "0.1"),
+            (1e16, "1e+16"),
+            (1234567890123456.0, "1234567890123456.0"),
+            (-2.5, "-2.5"),
+            (0.5468046683176828, "0.5468046683176828"),
+            (1.2345678901234568e17, "1.2345678901234568e+17"),
+            (1e22, "1e+22"),
+            (2.0, "2.0"),
+        ] {
+            assert_eq!(python_float_repr(x), want, "{x}");
+        }
+        let mut out = String::new();
+        python_json(&serde_json::json!({"b": [1, 2.0, null, "é\n"], "a": true}), &mut out);
+        assert_eq!(out, r#"{"a":true,"b":[1,2.0,null,"\u00e9\n"]}"#);
+    }
+
+    use super::*;
+
+    fn vcell_meta(cfg: &str, src: &str) -> Value {
+        let mut m = serde_json::Map::new();
+        for (k, v) in provenance(&Vcc2026Options::default(), src) {
+            m.insert(k.to_owned(), v);
+        }
+        m.insert("config_digest".into(), json!(cfg));
+        Value::Object(m)
+    }
+
+    #[test]
+    fn vcc2026_config_digest_ignores_pert_col_and_memory_but_not_control() {
+        let a = Vcc2026Options::default();
+        let b = Vcc2026Options { pert_col: "gene".into(), chunk_nnz: 7, ..Vcc2026Options::default() };
+        let c = Vcc2026Options { control: "ctrl".into(), ..Vcc2026Options::default() };
+        assert_eq!(config_digest(&a), config_digest(&b));
+        assert_ne!(config_digest(&a), config_digest(&c));
+        assert_eq!(config_digest(&a).len(), 64);
+    }
+
+    #[test]
+    fn vcc2026_guard_same_scheme() {
+        let m = vcell_meta("x", "s");
+        assert!(check_submission(&m, &vcell_meta("x", "s"), Some(8), Some(8)).unwrap().is_empty());
+        let e = check_submission(&m, &vcell_meta("y", "s"), None, None).unwrap_err().to_string();
+        assert!(e.contains("config_digest"), "{e}");
+        let e = check_submission(&m, &vcell_meta("x", "t"), None, None).unwrap_err().to_string();
+        assert!(e.contains("source_fingerprint"), "{e}");
+        // fail-closed on a missing peer
+        let mut r = vcell_meta("x", "s");
+        r.as_object_mut().unwrap().remove("resolved_device");
+        let e = check_submission(&m, &r, None, None).unwrap_err().to_string();
+        assert!(e.contains("resolved_device: missing from run_meta.json"), "{e}");
+        let e = check_submission(&m, &vcell_meta("x", "s"), Some(7), Some(8)).unwrap_err().to_string();
+        assert!(e.contains("number of perturbations"), "{e}");
+    }
+
+    #[test]
+    fn vcc2026_guard_mixed_schemes_warns() {
+        let ce2 = json!({"cell_eval2_version": "0.20.0", "config_digest": "abc", "comparator": "bulk_lognorm",
+                         "input_type_real_effective": "counts"});
+        let w = check_submission(&ce2, &vcell_meta("x", "s"), Some(8), Some(8)).unwrap();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("cannot compare digests"));
+        let other = json!({"cell_eval2_version": "0.20.0", "comparator": "expr_lognorm"});
+        assert!(check_submission(&other, &vcell_meta("x", "s"), None, None).is_err());
+        let gpu =
+            json!({"cell_eval2_version": "0.20.0", "comparator": "bulk_lognorm", "resolved_de_backend": "gpudge"});
+        let e = check_submission(&gpu, &vcell_meta("x", "s"), None, None).unwrap_err().to_string();
+        assert!(e.contains("resolved_de_backend"), "{e}");
+        // two cell-eval2 files compare their own digests
+        let ce2b = json!({"cell_eval2_version": "0.20.0", "config_digest": "abd", "comparator": "bulk_lognorm"});
+        let e = check_submission(&ce2, &ce2b, None, None).unwrap_err().to_string();
+        assert!(e.contains("config_digest"), "{e}");
     }
 }
