@@ -287,16 +287,22 @@ impl vcell::eval::metrics::CellSource for PairCells {
     }
 }
 
+/// A fixture's folder, its cells in memory and its sorted non-control perturbations.
+fn fixture_cells(case: &str) -> (PathBuf, PairCells, Vec<String>) {
+    let f = fixtures().join(case);
+    let cells = PairCells(load_cells(&f.join("real.h5ad")), load_cells(&f.join("pred.h5ad")));
+    let mut perts: Vec<String> = cells.0.labels.iter().filter(|l| *l != "non-targeting").cloned().collect();
+    perts.sort();
+    perts.dedup();
+    (f, cells, perts)
+}
+
 /// pearson_edistance is compared loosely (sklearn's f32 dot-product Euclidean distances are not reproducible bit for
 /// bit): ≤ 1e-4 on the tiny fixtures.
 #[test]
 fn pearson_edistance_close_to_fixture() {
     for case in ["tiny", "tiny_counts"] {
-        let f = fixtures().join(case);
-        let cells = PairCells(load_cells(&f.join("real.h5ad")), load_cells(&f.join("pred.h5ad")));
-        let mut perts: Vec<String> = cells.0.labels.iter().filter(|l| *l != "non-targeting").cloned().collect();
-        perts.sort();
-        perts.dedup();
+        let (f, cells, perts) = fixture_cells(case);
         let v = vcell::eval::metrics::edistance::pearson_edistance(&cells, &perts, "non-targeting").unwrap();
         let (h, rows) = read_csv(&f.join("celleval/full/results.csv"));
         let j = h.iter().position(|c| c == "pearson_edistance").unwrap();
@@ -317,11 +323,7 @@ fn full_profile_streamed_cells_equal_in_memory_cells() {
     use vcell::eval::input::InputOptions;
     use vcell::eval::pipeline::{run_eval, EvalOptions};
     for case in ["tiny", "tiny_counts"] {
-        let f = fixtures().join(case);
-        let cells = PairCells(load_cells(&f.join("real.h5ad")), load_cells(&f.join("pred.h5ad")));
-        let mut perts: Vec<String> = cells.0.labels.iter().filter(|l| *l != "non-targeting").cloned().collect();
-        perts.sort();
-        perts.dedup();
+        let (f, cells, perts) = fixture_cells(case);
         let want_ed = vcell::eval::metrics::edistance::pearson_edistance(&cells, &perts, "non-targeting").unwrap();
         let want_ca = vcell::eval::metrics::clustering::clustering_agreement(&cells, &perts).unwrap();
         let mut by_budget = Vec::new();
