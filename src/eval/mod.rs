@@ -1,7 +1,7 @@
 //! The VCC evaluation, numerically equal to cell-eval 0.8.2 (see `design/cell-eval.md`).
 //!
 //! Stages: `input` (checks, log-normalisation) → `de` (pdex's Mann–Whitney DE, streaming) and `pseudobulk` →
-//! `metrics` → `describe` → `results_csv`; `pipeline` runs them as `cell-eval run` does; `score` and
+//! `metrics` (cell-level metrics read cells through `cells`, streamed a batch of labels per pass) → `describe` → `results_csv`; `pipeline` runs them as `cell-eval run` does; `score` and
 //! `baseline` are cell-eval's `score` and `baseline` commands.
 pub mod baseline;
 pub mod bh;
