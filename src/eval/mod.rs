@@ -1,8 +1,9 @@
 //! The VCC evaluation, numerically equal to cell-eval 0.8.2 (see `design/cell-eval.md`).
 //!
 //! Stages: `input` (checks, log-normalisation) → `de` (pdex's Mann–Whitney DE, streaming) and `pseudobulk` →
-//! `metrics` (cell-level metrics read cells through `cells`, streamed a batch of labels per pass) → `describe` → `results_csv`; `pipeline` runs them as `cell-eval run` does; `score` and
-//! `baseline` are cell-eval's `score` and `baseline` commands.
+//! `metrics` (the cell-level ones read cells through `cells`, a batch of labels per streaming pass) → `describe` →
+//! `results_csv`; `pipeline` runs them as `cell-eval run` does; `score` and `baseline` are cell-eval's `score` and
+//! `baseline` commands.
 pub mod baseline;
 pub mod bh;
 pub mod cells;
