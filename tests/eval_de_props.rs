@@ -276,3 +276,25 @@ proptest! {
         prop_assert_eq!(index.rank_sum_and_ties(&xn, x.len(), 0), rank_sum_and_ties(&xn, x.len(), &yn, y.len()));
     }
 }
+
+proptest! {
+    /// The sort-free path (target values pairwise distinct, in any order) gives the same bits as the sorted one.
+    #[test]
+    fn distinct_unsorted_equals_sorted(x in wide_sample(), y in wide_sample(), seed in 0u64..1000) {
+        let mut xn = nonzero_sorted(&x);
+        xn.dedup();
+        let yn = nonzero_sorted(&y);
+        let index = SortedReference::new(y.len(), vec![0, yn.len()], yn.clone());
+        let want = index.rank_sum_and_ties(&xn, x.len(), 0);
+        // a deterministic shuffle
+        let mut shuffled = xn.clone();
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        for i in (1..shuffled.len()).rev() {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            shuffled.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        prop_assert_eq!(index.rank_sum_and_ties_distinct(&shuffled, x.len(), 0), want);
+    }
+}

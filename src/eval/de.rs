@@ -86,6 +86,15 @@ impl GroupRows {
     /// Per-gene sorted non-zero values (a CSC transpose of the group), as their f32 bit patterns: the values are
     /// positive (the input checks reject negative data), so the bits sort like the values, and faster.
     fn sorted_columns(&self, n_vars: usize) -> SortedColumns {
+        let mut out = self.columns(n_vars);
+        for g in 0..n_vars {
+            out.vals[out.ptr[g]..out.ptr[g + 1]].sort_unstable();
+        }
+        out
+    }
+
+    /// Per-gene non-zero values in cell order (a CSC transpose of the group), as f32 bit patterns.
+    fn columns(&self, n_vars: usize) -> SortedColumns {
         let mut ptr = vec![0usize; n_vars + 1];
         for &c in &self.cols {
             ptr[c as usize + 1] += 1;
@@ -100,9 +109,6 @@ impl GroupRows {
             vals[*slot] = v.to_bits();
             *slot += 1;
         }
-        for g in 0..n_vars {
-            vals[ptr[g]..ptr[g + 1]].sort_unstable();
-        }
         SortedColumns { ptr, vals }
     }
 }
@@ -116,6 +122,39 @@ struct SortedColumns {
 impl SortedColumns {
     fn gene(&self, g: usize) -> &[u32] {
         &self.vals[self.ptr[g]..self.ptr[g + 1]]
+    }
+}
+
+/// A 64 Ki-bit table that tells, without sorting, that a column's values are pairwise distinct: each value sets
+/// the bit of its hash; a bit already set means a possible duplicate (then the column is sorted). The set bits are
+/// cleared again afterwards, so the table is reused without a memset.
+struct DuplicateFilter {
+    bits: Vec<u64>,
+}
+
+impl DuplicateFilter {
+    const BITS: u32 = 16;
+
+    fn new() -> Self {
+        DuplicateFilter { bits: vec![0; 1 << (Self::BITS - 6)] }
+    }
+
+    fn slot(v: u32) -> usize {
+        (v.wrapping_mul(0x9E37_79B1) >> (32 - Self::BITS)) as usize
+    }
+
+    fn all_distinct(&mut self, x: &[u32]) -> bool {
+        let mut distinct = true;
+        for &v in x {
+            let h = Self::slot(v);
+            let (w, b) = (h >> 6, 1u64 << (h & 63));
+            distinct &= self.bits[w] & b == 0;
+            self.bits[w] |= b;
+        }
+        for &v in x {
+            self.bits[Self::slot(v) >> 6] = 0;
+        }
+        distinct
     }
 }
 
@@ -185,7 +224,7 @@ fn test_batch(
         .zip(sizes.par_iter())
         .map(|(r, &n)| {
             let mean = r.column_means(n, n_vars, enc).into_iter().map(f32::exp_m1).collect();
-            let columns = r.sorted_columns(n_vars);
+            let columns = r.columns(n_vars);
             (mean, columns)
         })
         .collect();
@@ -196,9 +235,19 @@ fn test_batch(
         .map(|b| {
             let genes = b * GENE_BLOCK..((b + 1) * GENE_BLOCK).min(n_vars);
             let mut out = Vec::with_capacity(genes.len() * n_groups);
+            let mut seen = DuplicateFilter::new();
+            let mut sorted: Vec<u32> = Vec::new();
             for g in genes {
                 for ((_, columns), &n) in prepared.iter().zip(sizes) {
-                    let (r1, ties) = reference.columns.rank_sum_and_ties(columns.gene(g), n, g);
+                    let x = columns.gene(g);
+                    let (r1, ties) = if seen.all_distinct(x) {
+                        reference.columns.rank_sum_and_ties_distinct(x, n, g)
+                    } else {
+                        sorted.clear();
+                        sorted.extend_from_slice(x);
+                        sorted.sort_unstable();
+                        reference.columns.rank_sum_and_ties(&sorted, n, g)
+                    };
                     out.push(mwu_from_ranks(r1, ties, n, reference.n));
                 }
             }

@@ -283,6 +283,47 @@ impl<T: RankKey> SortedReference<T> {
     }
 }
 
+impl<T: RankKey> SortedReference<T> {
+    /// [`Self::rank_sum_and_ties`] of target values given in **any order**, known to be pairwise distinct: the rank
+    /// sum does not depend on the order (Σ over the target values of their rank among the control's values, plus
+    /// m²/2 for their ranks among themselves), and with no duplicates each value's tie term needs only the
+    /// control's count of it. Every term is a multiple of ½, so the f64 sums are exact and equal the sorted path's.
+    pub fn rank_sum_and_ties_distinct(&self, x_nz: &[T], n1: usize, c: usize) -> (f64, f64) {
+        let ys = self.column(c);
+        let bk = self.buckets[c];
+        let starts = &self.starts[bk.offset..];
+        let zx = n1 - x_nz.len();
+        let zy = self.n - ys.len();
+        let t0 = (zx + zy) as f64;
+        let m = x_nz.len() as f64;
+        let mut r1 = zx as f64 * (t0 + 1.0) / 2.0 + m * m / 2.0;
+        let mut ties = t0 * t0 * t0 - t0 + self.ties[c];
+        let base = (zx + zy) as f64 + 0.5;
+        for &v in x_nz {
+            let k = v.key();
+            let (lo, hi) = if ys.is_empty() || k < bk.first {
+                (0, 0)
+            } else if k > bk.last {
+                (ys.len(), ys.len())
+            } else {
+                let j = ((k - bk.first) >> bk.shift) as usize;
+                let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
+                let lo = s + ys[s..e].partition_point(|&y| y < v);
+                let mut hi = lo;
+                while hi < e && ys[hi] == v {
+                    hi += 1;
+                }
+                (lo, hi)
+            };
+            let b = (hi - lo) as f64;
+            r1 += base + lo as f64 + b / 2.0;
+            // (1 + b)³ − (1 + b) − (b³ − b)
+            ties += 3.0 * b * (b + 1.0);
+        }
+        (r1, ties)
+    }
+}
+
 /// The first index `>= from` where `pred` turns false (`pred` true on a prefix of `ys`): exponential then binary
 /// search.
 fn gallop<T: Copy>(ys: &[T], from: usize, pred: impl Fn(T) -> bool) -> usize {
