@@ -251,22 +251,7 @@ impl<T: RankKey> SortedReference<T> {
             while i < x_nz.len() && x_nz[i] == v {
                 i += 1;
             }
-            // (values < v, values <= v) in the column: a bucket lookup, then a search inside the bucket
-            let k = v.key();
-            let (lo, hi) = if ys.is_empty() || k < bk.first {
-                (0, 0)
-            } else if k > bk.last {
-                (ys.len(), ys.len())
-            } else {
-                let j = ((k - bk.first) >> bk.shift) as usize;
-                let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
-                let lo = s + ys[s..e].partition_point(|&y| y < v);
-                let mut hi = lo;
-                while hi < e && ys[hi] == v {
-                    hi += 1;
-                }
-                (lo, hi)
-            };
+            let (lo, hi) = locate(ys, bk, starts, v);
             let below = (zx + zy + i0 + lo) as f64;
             if i - i0 == 1 && hi == lo {
                 // a value of its own: rank below + 1, no tie
@@ -300,27 +285,34 @@ impl<T: RankKey> SortedReference<T> {
         let mut ties = t0 * t0 * t0 - t0 + self.ties[c];
         let base = (zx + zy) as f64 + 0.5;
         for &v in x_nz {
-            let k = v.key();
-            let (lo, hi) = if ys.is_empty() || k < bk.first {
-                (0, 0)
-            } else if k > bk.last {
-                (ys.len(), ys.len())
-            } else {
-                let j = ((k - bk.first) >> bk.shift) as usize;
-                let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
-                let lo = s + ys[s..e].partition_point(|&y| y < v);
-                let mut hi = lo;
-                while hi < e && ys[hi] == v {
-                    hi += 1;
-                }
-                (lo, hi)
-            };
+            let (lo, hi) = locate(ys, bk, starts, v);
             let b = (hi - lo) as f64;
             r1 += base + lo as f64 + b / 2.0;
             // (1 + b)³ − (1 + b) − (b³ − b)
             ties += 3.0 * b * (b + 1.0);
         }
         (r1, ties)
+    }
+}
+
+/// (values < v, values <= v) in a sorted reference column `ys`: a bucket lookup, then a search inside the bucket
+/// (about two values).
+#[inline(always)]
+fn locate<T: RankKey>(ys: &[T], bk: Buckets, starts: &[u32], v: T) -> (usize, usize) {
+    let k = v.key();
+    if ys.is_empty() || k < bk.first {
+        (0, 0)
+    } else if k > bk.last {
+        (ys.len(), ys.len())
+    } else {
+        let j = ((k - bk.first) >> bk.shift) as usize;
+        let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
+        let lo = s + ys[s..e].partition_point(|&y| y < v);
+        let mut hi = lo;
+        while hi < e && ys[hi] == v {
+            hi += 1;
+        }
+        (lo, hi)
     }
 }
 
