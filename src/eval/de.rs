@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::bh::bh_adjust;
 use super::error::{EvalError, Result};
 use super::input::PreparedFile;
-use super::mwu::{mwu_from_ranks, MwuResult, SortedReference};
+use super::mwu::{mwu_from_ranks, MwuResult, RankScratch, SortedReference};
 use super::pseudobulk::PseudobulkAcc;
 use super::types::{DeTable, Pseudobulk};
 use crate::data::anndata::MatrixEncoding;
@@ -125,39 +125,6 @@ impl SortedColumns {
     }
 }
 
-/// A 64 Ki-bit table that tells, without sorting, that a column's values are pairwise distinct: each value sets
-/// the bit of its hash; a bit already set means a possible duplicate (then the column is sorted). The set bits are
-/// cleared again afterwards, so the table is reused without a memset.
-struct DuplicateFilter {
-    bits: Vec<u64>,
-}
-
-impl DuplicateFilter {
-    const BITS: u32 = 16;
-
-    fn new() -> Self {
-        DuplicateFilter { bits: vec![0; 1 << (Self::BITS - 6)] }
-    }
-
-    fn slot(v: u32) -> usize {
-        (v.wrapping_mul(0x9E37_79B1) >> (32 - Self::BITS)) as usize
-    }
-
-    fn all_distinct(&mut self, x: &[u32]) -> bool {
-        let mut distinct = true;
-        for &v in x {
-            let h = Self::slot(v);
-            let (w, b) = (h >> 6, 1u64 << (h & 63));
-            distinct &= self.bits[w] & b == 0;
-            self.bits[w] |= b;
-        }
-        for &v in x {
-            self.bits[Self::slot(v) >> 6] = 0;
-        }
-        distinct
-    }
-}
-
 /// The control group as every test needs it.
 struct Reference {
     n: usize,
@@ -235,19 +202,11 @@ fn test_batch(
         .map(|b| {
             let genes = b * GENE_BLOCK..((b + 1) * GENE_BLOCK).min(n_vars);
             let mut out = Vec::with_capacity(genes.len() * n_groups);
-            let mut seen = DuplicateFilter::new();
-            let mut sorted: Vec<u32> = Vec::new();
+            let mut scratch = RankScratch::default();
             for g in genes {
                 for ((_, columns), &n) in prepared.iter().zip(sizes) {
                     let x = columns.gene(g);
-                    let (r1, ties) = if seen.all_distinct(x) {
-                        reference.columns.rank_sum_and_ties_distinct(x, n, g)
-                    } else {
-                        sorted.clear();
-                        sorted.extend_from_slice(x);
-                        sorted.sort_unstable();
-                        reference.columns.rank_sum_and_ties(&sorted, n, g)
-                    };
+                    let (r1, ties) = reference.columns.rank_sum_and_ties_any_order(x, n, g, &mut scratch);
                     out.push(mwu_from_ranks(r1, ties, n, reference.n));
                 }
             }

@@ -295,6 +295,102 @@ impl<T: RankKey> SortedReference<T> {
     }
 }
 
+impl<T: RankKey + Ord> SortedReference<T> {
+    /// [`Self::rank_sum_and_ties`] of target values in **any order**, without sorting them. The rank sum does not
+    /// need the order nor the duplicates: the target's average ranks among themselves always sum to m(m+1)/2, so
+    /// [`Self::rank_sum_and_ties_distinct`]'s sum is right for any target. Its tie term assumes distinct values;
+    /// for a value that occurs `a ≥ 2` times (found through `scratch`'s hash filter) against `b` control copies,
+    /// `(a+b)³ − (a+b) − (b³ − b)` exceeds the `a · 3b(b+1)` counted by `a(a−1)(3b+a+1)`, which is added.
+    /// All terms are exact in f64, so the result is bit-identical to sorting.
+    pub fn rank_sum_and_ties_any_order(
+        &self,
+        x_nz: &[T],
+        n1: usize,
+        c: usize,
+        scratch: &mut RankScratch<T>,
+    ) -> (f64, f64) {
+        let (r1, mut ties) = self.rank_sum_and_ties_distinct(x_nz, n1, c);
+        let suspects = &mut scratch.suspects;
+        suspects.clear();
+        scratch.filter.possible_duplicates(x_nz, suspects);
+        if !suspects.is_empty() {
+            suspects.sort_unstable();
+            let ys = self.column(c);
+            let bk = self.buckets[c];
+            let starts = &self.starts[bk.offset..];
+            for run in suspects.chunk_by(|p, q| p == q).filter(|run| run.len() > 1) {
+                let (lo, hi) = locate(ys, bk, starts, run[0]);
+                let (a, b) = (run.len() as f64, (hi - lo) as f64);
+                ties += a * (a - 1.0) * (3.0 * b + a + 1.0);
+            }
+        }
+        (r1, ties)
+    }
+}
+
+/// Reusable buffers of [`SortedReference::rank_sum_and_ties_any_order`] (one per thread).
+pub struct RankScratch<T> {
+    filter: DuplicateFilter,
+    suspects: Vec<T>,
+}
+
+impl<T> Default for RankScratch<T> {
+    fn default() -> Self {
+        RankScratch { filter: DuplicateFilter::new(), suspects: Vec::new() }
+    }
+}
+
+/// Two 64 Ki-bit tables that find a column's possible duplicates without sorting it: each value sets the bit of
+/// its hash; a bit found already set marks the slot as shared. The values of shared slots (every copy of every
+/// duplicated value, plus the rare values that only share a hash) are the suspects. The bits are cleared again
+/// afterwards, so the tables are reused without a memset.
+struct DuplicateFilter {
+    seen: Vec<u64>,
+    shared: Vec<u64>,
+}
+
+impl DuplicateFilter {
+    const BITS: u32 = 16;
+
+    fn new() -> Self {
+        let words = 1 << (Self::BITS - 6);
+        DuplicateFilter { seen: vec![0; words], shared: vec![0; words] }
+    }
+
+    /// Fibonacci hashing of the value's bits: the top bits depend on every bit of the key.
+    #[inline(always)]
+    fn slot<T: RankKey>(v: T) -> (usize, u64) {
+        let h = (v.key().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - Self::BITS)) as usize;
+        (h >> 6, 1u64 << (h & 63))
+    }
+
+    /// Appends to `out` the values of `x` whose hash slot another value of `x` shares.
+    fn possible_duplicates<T: RankKey>(&mut self, x: &[T], out: &mut Vec<T>) {
+        let mut any_shared = 0u64;
+        for &v in x {
+            let (w, b) = Self::slot(v);
+            let again = self.seen[w] & b;
+            self.shared[w] |= again;
+            any_shared |= again;
+            self.seen[w] |= b;
+        }
+        if any_shared != 0 {
+            for &v in x {
+                let (w, b) = Self::slot(v);
+                if self.shared[w] & b != 0 {
+                    out.push(v);
+                }
+            }
+            for &v in x {
+                self.shared[Self::slot(v).0] = 0;
+            }
+        }
+        for &v in x {
+            self.seen[Self::slot(v).0] = 0;
+        }
+    }
+}
+
 /// (values < v, values <= v) in a sorted reference column `ys`: a bucket lookup, then a search inside the bucket
 /// (about two values).
 #[inline(always)]

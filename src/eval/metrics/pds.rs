@@ -3,6 +3,8 @@
 //! For perturbation p: distances from pred's delta of p to the real delta of every perturbation q (p included),
 //! over all genes except the one whose var name equals p (expression space only). rank = #{q: d_q < d_p} (numpy's
 //! argsort is unstable, so exact ties are unspecified; none occur in the fixtures); score = 1 − rank/N.
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,46 +26,79 @@ impl Distance {
         }
     }
 
-    fn eval(self, a: &[f32], b: &[f32], keep: &dyn Fn(usize) -> bool) -> f64 {
+    /// Distances from `b` to every row of `rows`, over the genes of `segments` (in order). Each distance is summed
+    /// in f64 in gene order, one term after the other, as scipy's `cdist` loop does (see [`lane_sums`]).
+    fn distances(self, rows: &[Vec<f32>], b: &[f32], segments: &[Range<usize>]) -> Vec<f64> {
         match self {
-            Distance::L1 => {
-                let mut s = 0.0f64;
-                for (g, (x, y)) in a.iter().zip(b).enumerate() {
-                    if keep(g) {
-                        s += (f64::from(*x) - f64::from(*y)).abs();
-                    }
-                }
-                s
-            }
+            Distance::L1 => lane_sums(rows, b, segments, |x, y| [(x - y).abs()]).into_iter().map(|[s]| s).collect(),
             Distance::L2 => {
-                let mut s = 0.0f64;
-                for (g, (x, y)) in a.iter().zip(b).enumerate() {
-                    if keep(g) {
-                        let d = f64::from(*x) - f64::from(*y);
-                        s += d * d;
-                    }
-                }
-                s.sqrt()
+                lane_sums(rows, b, segments, |x, y| [(x - y) * (x - y)]).into_iter().map(|[s]| s.sqrt()).collect()
             }
-            Distance::Cosine => {
-                let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
-                for (g, (x, y)) in a.iter().zip(b).enumerate() {
-                    if keep(g) {
-                        let (x, y) = (f64::from(*x), f64::from(*y));
-                        ab += x * y;
-                        aa += x * x;
-                        bb += y * y;
-                    }
-                }
-                let na = aa.sqrt();
-                let nb = bb.sqrt();
-                // sklearn normalises zero vectors to zero (norm treated as 1), giving similarity 0
-                let na = if na == 0.0 { 1.0 } else { na };
-                let nb = if nb == 0.0 { 1.0 } else { nb };
-                (1.0 - ab / (na * nb)).clamp(0.0, 2.0)
-            }
+            Distance::Cosine => lane_sums(rows, b, segments, |x, y| [x * y, x * x, y * y])
+                .into_iter()
+                .map(|[ab, aa, bb]| {
+                    let (na, nb) = (aa.sqrt(), bb.sqrt());
+                    // sklearn normalises zero vectors to zero (norm treated as 1), giving similarity 0
+                    let na = if na == 0.0 { 1.0 } else { na };
+                    let nb = if nb == 0.0 { 1.0 } else { nb };
+                    (1.0 - ab / (na * nb)).clamp(0.0, 2.0)
+                })
+                .collect(),
         }
     }
+}
+
+/// Per row of `rows`: the `K` sums over the genes of `segments` of `term(row[g], b[g])` in f64, in gene order.
+/// [`LANES`] rows are summed side by side: each lane's chain is the sequential sum (same bits as one row at a
+/// time), and the independent chains fill the pipeline instead of waiting on one addition after another.
+fn lane_sums<const K: usize>(
+    rows: &[Vec<f32>],
+    b: &[f32],
+    segments: &[Range<usize>],
+    term: impl Fn(f64, f64) -> [f64; K],
+) -> Vec<[f64; K]> {
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(LANES) {
+        // a short last chunk repeats its last row; the extra lanes are dropped
+        let a: [&[f32]; LANES] = std::array::from_fn(|j| chunk[j.min(chunk.len() - 1)].as_slice());
+        let mut acc = [[0.0f64; K]; LANES];
+        for seg in segments {
+            let bs = &b[seg.clone()];
+            let rs: [&[f32]; LANES] = std::array::from_fn(|j| &a[j][seg.clone()]);
+            for (g, &y) in bs.iter().enumerate() {
+                let y = f64::from(y);
+                for j in 0..LANES {
+                    let t = term(f64::from(rs[j][g]), y);
+                    for k in 0..K {
+                        acc[j][k] += t[k];
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(&acc[..chunk.len()]);
+    }
+    out
+}
+
+/// Rows whose distances are summed side by side in [`Distance::distances`].
+const LANES: usize = 4;
+
+/// The gene ranges left when the genes `drop(g)` are taken out of `0..n`.
+fn kept_segments(n: usize, drop: impl Fn(usize) -> bool) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for g in 0..n {
+        if drop(g) {
+            if start < g {
+                out.push(start..g);
+            }
+            start = g + 1;
+        }
+    }
+    if start < n {
+        out.push(start..n);
+    }
+    out
 }
 
 /// Discrimination scores, one per perturbation (in the order of `perts`).
@@ -82,11 +117,11 @@ pub fn discrimination_scores(
         .par_iter()
         .enumerate()
         .map(|(p_idx, p)| {
-            // var names may repeat: every column named like the target is dropped (mask built once per target)
-            let mask: Option<Vec<bool>> =
-                genes.filter(|g| g.iter().any(|name| name == p)).map(|g| g.iter().map(|name| name != p).collect());
-            let keep = |g: usize| -> bool { mask.as_ref().is_none_or(|m| m[g]) };
-            let dists: Vec<f64> = real_deltas.iter().map(|r| metric.eval(r, &pred_deltas[p_idx], &keep)).collect();
+            // var names may repeat: every column named like the target is dropped
+            let pred = &pred_deltas[p_idx];
+            let segments =
+                kept_segments(pred.len(), |g| genes.and_then(|names| names.get(g)).is_some_and(|name| name == p));
+            let dists = metric.distances(real_deltas, pred, &segments);
             let own = dists[p_idx];
             let rank = dists.iter().filter(|&&d| d < own).count();
             1.0 - rank as f64 / n as f64

@@ -4,21 +4,21 @@
 //! - CPM `y / (L/1e6)` in f64 (`L` the cell total; zero totals divide by 1), scanpy `normalize_total`'s order;
 //! - gene gate: control mean CPM `> 5` (strict), the same genes for every perturbation;
 //! - `lfc = log2((mean_p + 1e-9)/(mean_ctrl + 1e-9))`, arithmetic means;
-//! - Mann–Whitney on `log1p(CPM)` with average ranks over p ∪ ctrl (`mwu::rank_sum_and_ties_vs`), tie-corrected σ,
+//! - Mann–Whitney on `log1p(CPM)` with average ranks over p ∪ ctrl (`mwu::SortedReference`, a group's values ranked unsorted when distinct), tie-corrected σ,
 //!   **no** continuity correction, NaN z → 0, `p = 2·ndtr(−|z|)` (scanpy `_rank_genes_groups.py`, `norm.sf`);
 //! - BH within each perturbation over the gated genes (`bh::bh_adjust` = scipy `false_discovery_control`).
 
 use super::{Rows, CELL_TARGET_SUM, DE_EPSILON, MIN_CPM};
 use crate::eval::bh::bh_adjust;
-use crate::eval::mwu::{ndtr, SortedReference};
+use crate::eval::mwu::{ndtr, RankScratch, SortedReference};
 use crate::eval::normalize::has_fraction;
 
-/// Per-cell CPM of a group: mean CPM per gene and, for the `keep` genes, sorted non-zero `log1p(CPM)` per gene.
+/// Per-cell CPM of a group: mean CPM per gene and, for the `keep` genes, the non-zero `log1p(CPM)` per gene.
 struct CpmColumns {
     n: usize,
     mean: Vec<f64>,
-    /// per kept gene (index into `keep`), sorted ascending, as f64 bit patterns (positive values: the bits sort
-    /// like the values, and faster)
+    /// per kept gene (index into `keep`), in cell order or sorted ascending (see [`cpm_columns`]), as f64 bit
+    /// patterns (positive values: the bits sort like the values, and faster)
     ptr: Vec<usize>,
     vals: Vec<u64>,
 }
@@ -26,7 +26,8 @@ struct CpmColumns {
 /// Counts below this get their log1p(CPM) cached per cell in [`cpm_columns`].
 const SMALL_COUNTS: usize = 64;
 
-fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>) -> CpmColumns {
+/// `sorted`: sort each kept gene's values (the reference); a group's are ranked in cell order.
+fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>, sorted: bool) -> CpmColumns {
     let n = rows.n();
     let mut sum = vec![0.0f64; n_vars];
     // gene → slot in keep
@@ -84,8 +85,10 @@ fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>) -> CpmColumns
         vals[fill[k as usize]] = x;
         fill[k as usize] += 1;
     }
-    for i in 0..nk {
-        vals[ptr[i]..ptr[i + 1]].sort_unstable();
+    if sorted {
+        for i in 0..nk {
+            vals[ptr[i]..ptr[i + 1]].sort_unstable();
+        }
     }
     CpmColumns { n, mean, ptr, vals }
 }
@@ -109,9 +112,9 @@ pub struct Reference {
 impl Reference {
     /// Build from the control cells.
     pub fn build(rows: &Rows, n_vars: usize) -> Self {
-        let pre = cpm_columns(rows, n_vars, None);
+        let pre = cpm_columns(rows, n_vars, None, false);
         let genes: Vec<usize> = (0..n_vars).filter(|&g| pre.mean[g] > MIN_CPM).collect();
-        let CpmColumns { n, ptr, vals, .. } = cpm_columns(rows, n_vars, Some(&genes));
+        let CpmColumns { n, ptr, vals, .. } = cpm_columns(rows, n_vars, Some(&genes), true);
         Reference { n, mean: pre.mean, genes, cols: SortedReference::new(n, ptr, vals) }
     }
 }
@@ -140,7 +143,8 @@ const TEST_GROUPS_AT_ONCE: usize = 16;
 fn test_few(groups: &[&Rows], reference: &Reference) -> Vec<GroupDe> {
     use rayon::prelude::*;
     let n_vars = reference.mean.len();
-    let cols: Vec<CpmColumns> = groups.par_iter().map(|r| cpm_columns(r, n_vars, Some(&reference.genes))).collect();
+    let cols: Vec<CpmColumns> =
+        groups.par_iter().map(|r| cpm_columns(r, n_vars, Some(&reference.genes), false)).collect();
     let n_genes = reference.genes.len();
     let n2 = reference.n;
     let blocks: Vec<Vec<f64>> = (0..n_genes.div_ceil(GENE_BLOCK))
@@ -148,11 +152,12 @@ fn test_few(groups: &[&Rows], reference: &Reference) -> Vec<GroupDe> {
         .map(|b| {
             let genes = b * GENE_BLOCK..((b + 1) * GENE_BLOCK).min(n_genes);
             let mut out = Vec::with_capacity(genes.len() * cols.len());
+            let mut scratch = RankScratch::default();
             for k in genes {
                 for c in &cols {
                     let n1 = c.n;
                     let (nn, n1f, n2f) = ((n1 + n2) as f64, n1 as f64, n2 as f64);
-                    let (r1, ties) = reference.cols.rank_sum_and_ties(c.gene(k), n1, k);
+                    let (r1, ties) = reference.cols.rank_sum_and_ties_any_order(c.gene(k), n1, k, &mut scratch);
                     // scanpy: T = 1 - Σ(t³-t)/(N³-N); std = sqrt(T·n1·n2·(N+1)/12); z = (R1 - n1(N+1)/2)/std
                     let t = 1.0 - ties / (nn * nn * nn - nn);
                     let sd = (t * n1f * n2f * (nn + 1.0) / 12.0).sqrt();
