@@ -10,7 +10,9 @@ use vcell::data::anndata::{AnnData, Categorical, Column, CsrMatrix, DataFrame, X
 use vcell::eval::bh::bh_adjust;
 use vcell::eval::de::{compute_de, compute_de_and_pseudobulk, DeOptions};
 use vcell::eval::input::{prepare_source, InputOptions};
-use vcell::eval::mwu::{mwu_sparse, nonzero_tie_term, rank_sum_and_ties, rank_sum_and_ties_vs, SortedReference};
+use vcell::eval::mwu::{
+    mwu_sparse, nonzero_tie_term, rank_sum_and_ties, rank_sum_and_ties_vs, RankScratch, SortedReference,
+};
 use vcell::eval::pseudobulk::compute_pseudobulk;
 use vcell::eval::EvalError;
 use vcell::progress::NoProgress;
@@ -296,5 +298,35 @@ proptest! {
             shuffled.swap(i, (s % (i as u64 + 1)) as usize);
         }
         prop_assert_eq!(index.rank_sum_and_ties_distinct(&shuffled, x.len(), 0), want);
+    }
+}
+
+proptest! {
+    /// The any-order path (duplicates allowed, cell order) gives the same bits as sorting first, whatever the ties
+    /// within the target and against the control, and the scratch tables are left clean for the next column.
+    #[test]
+    fn any_order_equals_sorted(x in sample(), y in sample(), x2 in sample(), seed in 0u64..1000) {
+        let bits = |v: &[f32]| -> Vec<u32> { v.iter().filter(|&&a| a > 0.0).map(|a| a.to_bits()).collect() };
+        let yn: Vec<u32> = {
+            let mut b = bits(&y);
+            b.sort_unstable();
+            b
+        };
+        let index = SortedReference::new(y.len(), vec![0, yn.len()], yn);
+        let mut scratch = RankScratch::default();
+        for x in [&x, &x2, &x] {
+            let mut sorted = bits(x);
+            sorted.sort_unstable();
+            let want = index.rank_sum_and_ties(&sorted, x.len(), 0);
+            let mut shuffled = bits(x);
+            let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            for i in (1..shuffled.len()).rev() {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                shuffled.swap(i, (s % (i as u64 + 1)) as usize);
+            }
+            prop_assert_eq!(index.rank_sum_and_ties_any_order(&shuffled, x.len(), 0, &mut scratch), want);
+        }
     }
 }
