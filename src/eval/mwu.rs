@@ -280,17 +280,22 @@ impl<T: RankKey> SortedReference<T> {
         let zx = n1 - x_nz.len();
         let zy = self.n - ys.len();
         let t0 = (zx + zy) as f64;
-        let m = x_nz.len() as f64;
-        let mut r1 = zx as f64 * (t0 + 1.0) / 2.0 + m * m / 2.0;
-        let mut ties = t0 * t0 * t0 - t0 + self.ties[c];
-        let base = (zx + zy) as f64 + 0.5;
+        // Σ lo and Σ b, b² over the target values, in integers (exact, and free of the f64 add latency)
+        let (mut sum_lo, mut sum_b, mut sum_b2) = (0usize, 0usize, 0usize);
         for &v in x_nz {
             let (lo, hi) = locate(ys, bk, starts, v);
-            let b = (hi - lo) as f64;
-            r1 += base + lo as f64 + b / 2.0;
-            // (1 + b)³ − (1 + b) − (b³ − b)
-            ties += 3.0 * b * (b + 1.0);
+            let b = hi - lo;
+            sum_lo += lo;
+            sum_b += b;
+            sum_b2 += b * b;
         }
+        // R1 = zeros' ranks + Σ (zeros + lo + ½ + b/2) + m²/2 (every term a multiple of ½: exact in f64)
+        let m = x_nz.len() as f64;
+        let r1 = zx as f64 * (t0 + 1.0) / 2.0
+            + m * m / 2.0
+            + (m * (2.0 * t0 + 1.0) + 2.0 * sum_lo as f64 + sum_b as f64) / 2.0;
+        // each value adds (1 + b)³ − (1 + b) − (b³ − b) = 3b(b + 1)
+        let ties = t0 * t0 * t0 - t0 + self.ties[c] + 3.0 * (sum_b2 + sum_b) as f64;
         (r1, ties)
     }
 }
