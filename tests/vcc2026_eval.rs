@@ -54,6 +54,15 @@ fn check_case(case: &str) {
         vcc: Vcc2026Options::default(),
     };
     run_vcc2026(&opts, &NoProgress).unwrap();
+    // one group per pass: many batches, each read while the previous one is analysed; the same files
+    let one_group = tempfile::tempdir().unwrap();
+    let mut vcc = Vcc2026Options::default();
+    vcc.passes.batch_bytes = 1;
+    run_vcc2026(&RunOptions { outdir: one_group.path().to_owned(), vcc, ..opts.clone() }, &NoProgress).unwrap();
+    for name in ["results.csv", "agg_results.csv", "metric_aggregation.csv"] {
+        let read = |d: &Path| std::fs::read_to_string(d.join(name)).unwrap();
+        assert_eq!(read(one_group.path()), read(out.path()), "{case} {name}: one group per pass");
+    }
     let want = read_results(&fixture(case).join("run/results.csv"));
     let got = read_results(&out.path().join("results.csv"));
     assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>(), "{case}: result rows");

@@ -31,17 +31,36 @@ fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>, sorted: bool)
     let n = rows.n();
     let mut sum = vec![0.0f64; n_vars];
     // gene → slot in keep
-    let slot: Option<Vec<u32>> = keep.map(|k| {
-        let mut s = vec![u32::MAX; n_vars];
-        for (i, &g) in k.iter().enumerate() {
-            s[g] = i as u32;
+    let slot: Vec<u32> = match keep {
+        Some(k) => {
+            let mut s = vec![u32::MAX; n_vars];
+            for (i, &g) in k.iter().enumerate() {
+                s[g] = i as u32;
+            }
+            s
         }
-        s
-    });
-    let mut cpm_all: Vec<(u32, u64)> = Vec::with_capacity(if keep.is_some() { rows.vals.len() } else { 0 });
+        None => Vec::new(),
+    };
+    let nk = keep.map_or(0, |k| k.len());
+    // the kept genes' column layout first (a count pass), so the values go straight into place: a positive count
+    // is a positive CPM (x = v/f with f ≥ v/1e6 cannot underflow in f64)
+    let mut ptr = vec![0usize; nk + 1];
+    if keep.is_some() {
+        for (&c, &v) in rows.cols.iter().zip(&rows.vals) {
+            let k = slot[c as usize];
+            if k != u32::MAX && v > 0.0 {
+                ptr[k as usize + 1] += 1;
+            }
+        }
+        for i in 0..nk {
+            ptr[i + 1] += ptr[i];
+        }
+    }
+    let mut fill = ptr[..nk].to_vec();
+    let mut vals = vec![0u64; ptr[nk]];
     for i in 0..n {
-        let (cols, vals) = rows.cell(i);
-        let l: f64 = vals.iter().map(|&v| v as f64).sum();
+        let (cols, cell_vals) = rows.cell(i);
+        let l: f64 = cell_vals.iter().map(|&v| v as f64).sum();
         let mut f = l / CELL_TARGET_SUM;
         if f == 0.0 {
             f = 1.0;
@@ -49,42 +68,32 @@ fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>, sorted: bool)
         // Counts are mostly small integers and x depends only on (v, cell): log1p(x) of each small count is
         // computed once per cell (0 = not yet; log1p of a positive x is never +0.0).
         let mut small = [0u64; SMALL_COUNTS];
-        for (&c, &v) in cols.iter().zip(vals) {
+        for (&c, &v) in cols.iter().zip(cell_vals) {
             let x = v as f64 / f;
             sum[c as usize] += x;
-            if let Some(s) = &slot {
-                let k = s[c as usize];
-                if k != u32::MAX && x > 0.0 {
-                    let bits = if (0.0..SMALL_COUNTS as f32).contains(&v) && !has_fraction(v) {
-                        let e = &mut small[v as usize];
-                        if *e == 0 {
-                            *e = x.ln_1p().to_bits();
-                        }
-                        *e
-                    } else {
-                        x.ln_1p().to_bits()
-                    };
-                    cpm_all.push((k, bits));
-                }
+            if keep.is_none() || v <= 0.0 {
+                continue;
             }
+            let k = slot[c as usize];
+            if k == u32::MAX {
+                continue;
+            }
+            let bits = if v < SMALL_COUNTS as f32 && !has_fraction(v) {
+                let e = &mut small[v as usize];
+                if *e == 0 {
+                    *e = x.ln_1p().to_bits();
+                }
+                *e
+            } else {
+                x.ln_1p().to_bits()
+            };
+            let at = &mut fill[k as usize];
+            vals[*at] = bits;
+            *at += 1;
         }
     }
     let nf = n as f64;
     let mean: Vec<f64> = sum.iter().map(|&s| s / nf).collect();
-    let nk = keep.map_or(0, |k| k.len());
-    let mut ptr = vec![0usize; nk + 1];
-    for &(k, _) in &cpm_all {
-        ptr[k as usize + 1] += 1;
-    }
-    for i in 0..nk {
-        ptr[i + 1] += ptr[i];
-    }
-    let mut fill = ptr.clone();
-    let mut vals = vec![0u64; cpm_all.len()];
-    for &(k, x) in &cpm_all {
-        vals[fill[k as usize]] = x;
-        fill[k as usize] += 1;
-    }
     if sorted {
         for i in 0..nk {
             vals[ptr[i]..ptr[i + 1]].sort_unstable();
