@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vcell::eval::de::{compute_de, compute_de_and_pseudobulk, DeOptions};
-use vcell::eval::de_csv::{read_de_csv, write_de, write_de_csv};
+use vcell::eval::de::{compute_de, compute_de_and_pseudobulk, compute_de_streamed, DeOptions};
+use vcell::eval::de_csv::{read_de_csv, write_de, write_de_csv, DeCsvWriter};
 use vcell::eval::input::{load_pair, prepare_file, InputOptions};
 use vcell::eval::{DeTable, EvalError};
 use vcell::progress::NoProgress;
@@ -150,6 +150,25 @@ fn check_pair(case: &str) {
         assert_eq!(back.n_rows(), de.n_rows());
         assert_eq!(back.target_mean, de.target_mean);
         assert_eq!(back.statistic, de.statistic);
+        // streamed: one group per pass, each batch's rows written as they come; the same table and bytes
+        let streamed_path = tmp.path().join(format!("{which}_streamed.csv"));
+        let mut writer = DeCsvWriter::create(&streamed_path).unwrap();
+        let mut batches = 0;
+        let (streamed, _) = compute_de_streamed(
+            file,
+            &DeOptions { batch_bytes: 1 },
+            false,
+            &mut |rows| {
+                batches += 1;
+                writer.write(&rows).unwrap();
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        writer.finish().unwrap();
+        assert_eq!(streamed, de, "{case} {which}: streamed");
+        assert_eq!(batches, de.targets.len(), "{case} {which}: one batch per group");
+        assert_eq!(std::fs::read(&streamed_path).unwrap(), std::fs::read(&out).unwrap(), "{case} {which}: bytes");
     }
 }
 

@@ -358,7 +358,20 @@ pub fn de_groups(file: &PreparedFile) -> Vec<usize> {
 
 /// DE table of `file` against its own control (see the module docs).
 pub fn compute_de(file: &PreparedFile, opts: &DeOptions, progress: &dyn Progress) -> Result<DeTable> {
-    Ok(run(file, opts, false, progress)?.0)
+    Ok(run(file, opts, false, None, progress)?.0)
+}
+
+/// [`compute_de`] (with the pseudobulk when `want_pseudobulk`) that also hands each tested batch's rows to
+/// `on_batch` as soon as they are final (a table of those rows only, names included), so that they can be written
+/// while the next batches are tested.
+pub fn compute_de_streamed(
+    file: &PreparedFile,
+    opts: &DeOptions,
+    want_pseudobulk: bool,
+    on_batch: &mut dyn FnMut(DeTable),
+    progress: &dyn Progress,
+) -> Result<(DeTable, Option<Pseudobulk>)> {
+    run(file, opts, want_pseudobulk, Some(on_batch), progress)
 }
 
 /// DE table and pseudobulk from the same passes over `X`.
@@ -367,7 +380,7 @@ pub fn compute_de_and_pseudobulk(
     opts: &DeOptions,
     progress: &dyn Progress,
 ) -> Result<(DeTable, Pseudobulk)> {
-    let (de, pb) = run(file, opts, true, progress)?;
+    let (de, pb) = run(file, opts, true, None, progress)?;
     let pb = pb.ok_or(EvalError::Cancelled)?;
     Ok((de, pb))
 }
@@ -376,6 +389,7 @@ fn run(
     file: &PreparedFile,
     opts: &DeOptions,
     want_pseudobulk: bool,
+    mut on_batch: Option<&mut dyn FnMut(DeTable)>,
     progress: &dyn Progress,
 ) -> Result<(DeTable, Option<Pseudobulk>)> {
     let n_vars = file.n_vars;
@@ -433,6 +447,19 @@ fn run(
     let reference: std::sync::OnceLock<Reference> = std::sync::OnceLock::new();
     let n_passes = batches.len();
     let mut target_pos = 0u32;
+    // a tested batch's rows go into the table, and to `on_batch` as a table of their own
+    let mut emit = |table: &mut DeTable, pos: &mut u32, reference: &Reference, done: &[usize], results| match on_batch
+        .as_deref_mut()
+    {
+        Some(sink) => {
+            let mut rows =
+                DeTable { targets: table.targets.clone(), features: table.features.clone(), ..Default::default() };
+            append_results(&mut rows, pos, file, reference, done, results);
+            table.append_rows(&rows);
+            sink(rows);
+        }
+        None => append_results(table, pos, file, reference, done, results),
+    };
     // Pass k + 1 reads while batch k is tested on another thread (one batch in testing, one being collected).
     std::thread::scope(|ts| -> Result<()> {
         let mut testing: Option<(&[usize], std::thread::ScopedJoinHandle<Vec<GroupDe>>)> = None;
@@ -453,7 +480,7 @@ fn run(
             let reference = reference.get().ok_or(EvalError::Cancelled)?;
             if let Some((done, handle)) = testing.take() {
                 let results = handle.join().map_err(|_| worker_panicked(file))?;
-                append_results(&mut table, &mut target_pos, file, reference, done, results);
+                emit(&mut table, &mut target_pos, reference, done, results);
             }
             if progress.cancelled() {
                 return Err(EvalError::Cancelled);
@@ -464,7 +491,7 @@ fn run(
         if let Some((done, handle)) = testing.take() {
             let results = handle.join().map_err(|_| worker_panicked(file))?;
             let reference = reference.get().ok_or(EvalError::Cancelled)?;
-            append_results(&mut table, &mut target_pos, file, reference, done, results);
+            emit(&mut table, &mut target_pos, reference, done, results);
         }
         if progress.cancelled() {
             return Err(EvalError::Cancelled);

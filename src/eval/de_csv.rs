@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::error::{EvalError, Result};
 use super::types::DeTable;
@@ -40,18 +40,23 @@ fn write_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
 /// Rows formatted per parallel task when writing (about 7 MB of CSV).
 const ROWS_PER_BLOCK: usize = 1 << 16;
 
-/// Write `table` as CSV to any writer. Blocks of rows are formatted in parallel (rayon), a few at a time, and
-/// written in order, so the output is identical to a sequential write and memory stays bounded.
-pub fn write_de<W: Write>(table: &DeTable, w: &mut W) -> std::io::Result<()> {
-    use rayon::prelude::*;
+/// Write `table` as CSV to any writer: the header, then [`write_de_rows`].
+pub fn write_de<W: Write + Send>(table: &DeTable, w: &mut W) -> std::io::Result<()> {
     w.write_all(DE_COLUMNS.join(",").as_bytes())?;
     w.write_all(b"\n")?;
+    write_de_rows(table, w)
+}
+
+/// Write `table`'s rows as CSV lines (no header). Blocks of rows are formatted in parallel (rayon), a window at a
+/// time, while the previous window is written, in order: the output is identical to a sequential write and
+/// memory stays bounded.
+pub fn write_de_rows<W: Write + Send>(table: &DeTable, w: &mut W) -> std::io::Result<()> {
+    use rayon::prelude::*;
     let n = table.n_rows();
     let window = ROWS_PER_BLOCK * 2 * rayon::current_num_threads().max(1);
-    let mut start = 0;
-    while start < n {
+    let format = |start: usize| -> std::io::Result<Vec<Vec<u8>>> {
         let end = (start + window).min(n);
-        let blocks: Vec<std::io::Result<Vec<u8>>> = (start..end)
+        (start..end)
             .step_by(ROWS_PER_BLOCK)
             .collect::<Vec<_>>()
             .into_par_iter()
@@ -61,13 +66,67 @@ pub fn write_de<W: Write>(table: &DeTable, w: &mut W) -> std::io::Result<()> {
                 write_rows(table, a..b, &mut buf)?;
                 Ok(buf)
             })
-            .collect();
-        for block in blocks {
-            w.write_all(&block?)?;
-        }
-        start = end;
+            .collect()
+    };
+    let mut pending: Vec<Vec<u8>> = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let write_pending = || -> std::io::Result<()> { pending.iter().try_for_each(|b| w.write_all(b)) };
+        let (formatted, written) = rayon::join(|| format(start), write_pending);
+        written?;
+        pending = formatted?;
+        start += window;
     }
-    Ok(())
+    pending.iter().try_for_each(|b| w.write_all(b))
+}
+
+/// A DE CSV written in pieces, atomically: the header into a temporary file beside `path`, then tables of rows in
+/// order ([`Self::write`]), then [`Self::finish`] renames it into place. Dropped unfinished (an error upstream),
+/// the temporary file is removed.
+pub struct DeCsvWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    w: Option<BufWriter<std::fs::File>>,
+}
+
+impl DeCsvWriter {
+    pub fn create(path: &Path) -> Result<Self> {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        let f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut out = DeCsvWriter { path: path.to_owned(), tmp, w: Some(BufWriter::with_capacity(1 << 20, f)) };
+        let header = format!("{}\n", DE_COLUMNS.join(","));
+        out.writer()?.write_all(header.as_bytes()).map_err(io_err(&out.tmp))?;
+        Ok(out)
+    }
+
+    fn writer(&mut self) -> Result<&mut BufWriter<std::fs::File>> {
+        let tmp = &self.tmp;
+        self.w.as_mut().ok_or_else(|| io_err(tmp)(std::io::Error::other("DE CSV writer already finished")))
+    }
+
+    /// Append `rows` (all of its rows, in order).
+    pub fn write(&mut self, rows: &DeTable) -> Result<()> {
+        let w = self.writer()?;
+        write_de_rows(rows, w).map_err(io_err(&self.tmp))
+    }
+
+    /// Flush, sync and rename into place.
+    pub fn finish(mut self) -> Result<()> {
+        let w = self.w.take().ok_or_else(|| io_err(&self.tmp)(std::io::Error::other("finished twice")))?;
+        let f = w.into_inner().map_err(|e| io_err(&self.tmp)(e.into_error()))?;
+        f.sync_all().map_err(io_err(&self.tmp))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(io_err(&self.path))
+    }
+}
+
+impl Drop for DeCsvWriter {
+    fn drop(&mut self) {
+        if self.w.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Rows `range` of `table`, formatted as CSV lines.
@@ -100,21 +159,9 @@ fn write_rows(table: &DeTable, range: std::ops::Range<usize>, w: &mut impl Write
 
 /// Write `table` to `path` atomically: a temporary file in the same folder, then a rename.
 pub fn write_de_csv(table: &DeTable, path: &Path) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let res = (|| {
-        let f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        let mut w = BufWriter::with_capacity(1 << 20, f);
-        write_de(table, &mut w).map_err(io_err(&tmp))?;
-        let f = w.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_err(path))
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    let mut w = DeCsvWriter::create(path)?;
+    w.write(table)?;
+    w.finish()
 }
 
 fn parse_f64(s: &str) -> Option<f64> {
@@ -201,6 +248,20 @@ pub fn read_de<R: std::io::Read>(reader: R, path: &Path) -> Result<DeTable> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unfinished_writer_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("real_de.csv");
+        let mut w = DeCsvWriter::create(&path).unwrap();
+        w.write(&DeTable::default()).unwrap();
+        drop(w);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "temporary file left behind");
+        let w = DeCsvWriter::create(&path).unwrap();
+        w.finish().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{}\n", DE_COLUMNS.join(",")));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 
     #[test]
     fn round_trip_formats() {

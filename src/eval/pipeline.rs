@@ -11,8 +11,8 @@ use std::sync::Arc;
 use ndarray::Array2;
 
 use super::cells::PreparedCells;
-use super::de::{compute_de, compute_de_and_pseudobulk, DeOptions};
-use super::de_csv::{read_de_csv, write_de_csv};
+use super::de::{compute_de, compute_de_and_pseudobulk, compute_de_streamed, DeOptions};
+use super::de_csv::{read_de_csv, write_de_csv, DeCsvWriter};
 use super::describe::{describe, AggTable};
 use super::error::EvalError;
 use super::input::{load_pair_sources, open_h5ad, CellSource, InputOptions, PreparedFile};
@@ -165,24 +165,51 @@ fn evaluate_group(
                     given: &Option<PathBuf>,
                     name: &str|
      -> Result<(Option<Arc<DeTable>>, Option<Pseudobulk>)> {
+        let path = staging.join(format!("{prefix}{name}_de.csv"));
         let (de, bulk) = match (need_de, given) {
-            (true, Some(csv)) => (Some(read_de_csv(csv)?), None),
+            (true, Some(csv)) => {
+                let table = Arc::new(read_de_csv(csv)?);
+                if opts.write_de {
+                    let table = Arc::clone(&table);
+                    writers.push(std::thread::spawn(move || Ok(write_de_csv(&table, &path)?)));
+                }
+                (Some(table), None)
+            }
+            (true, None) if opts.write_de => {
+                // each tested batch is written while the next ones are tested
+                // `None` marks the end: a writer whose DE failed never renames its file into place
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Option<DeTable>>(1);
+                let mut w = DeCsvWriter::create(&path)?;
+                writers.push(std::thread::spawn(move || -> Result<()> {
+                    for rows in rx {
+                        match rows {
+                            Some(rows) => w.write(&rows)?,
+                            None => return Ok(w.finish()?),
+                        }
+                    }
+                    Err(EvalError::Cancelled.into())
+                }));
+                // a writer that failed has dropped its end: its error is reported when it is joined
+                let computed =
+                    compute_de_streamed(file, &opts.de, need_bulk, &mut |rows| drop(tx.send(Some(rows))), progress);
+                if computed.is_ok() {
+                    let _ = tx.send(None);
+                }
+                drop(tx);
+                let (de, bulk) = computed?;
+                (Some(Arc::new(de)), bulk)
+            }
             (true, None) if need_bulk => {
                 let (de, bulk) = compute_de_and_pseudobulk(file, &opts.de, progress)?;
-                (Some(de), Some(bulk))
+                (Some(Arc::new(de)), Some(bulk))
             }
-            (true, None) => (Some(compute_de(file, &opts.de, progress)?), None),
+            (true, None) => (Some(Arc::new(compute_de(file, &opts.de, progress)?)), None),
             (false, _) => (None, None),
         };
         let bulk = match (need_bulk, bulk) {
             (true, None) => Some(compute_pseudobulk(file, progress)?),
             (_, b) => b,
         };
-        let de = de.map(Arc::new);
-        if let (Some(table), true) = (&de, opts.write_de) {
-            let (table, path) = (Arc::clone(table), staging.join(format!("{prefix}{name}_de.csv")));
-            writers.push(std::thread::spawn(move || Ok(write_de_csv(&table, &path)?)));
-        }
         Ok((de, bulk))
     };
     let real_side = side(&real, &opts.de_real, "real");

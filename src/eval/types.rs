@@ -32,6 +32,21 @@ impl DeTable {
     pub fn n_rows(&self) -> usize {
         self.target_idx.len()
     }
+
+    /// Append `other`'s rows (its indices refer to the same `targets` and `features`).
+    pub fn append_rows(&mut self, other: &DeTable) {
+        self.target_idx.extend_from_slice(&other.target_idx);
+        self.feature_idx.extend_from_slice(&other.feature_idx);
+        self.target_mean.extend_from_slice(&other.target_mean);
+        self.ref_mean.extend_from_slice(&other.ref_mean);
+        self.target_membership.extend_from_slice(&other.target_membership);
+        self.ref_membership.extend_from_slice(&other.ref_membership);
+        self.log2_fold_change.extend_from_slice(&other.log2_fold_change);
+        self.percent_change.extend_from_slice(&other.percent_change);
+        self.p_value.extend_from_slice(&other.p_value);
+        self.statistic.extend_from_slice(&other.statistic);
+        self.fdr.extend_from_slice(&other.fdr);
+    }
 }
 
 /// Per-label mean expression (pseudobulk) of one file, as cell-eval computes it: accumulated in f64, stored f32.
