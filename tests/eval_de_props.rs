@@ -279,6 +279,18 @@ proptest! {
     }
 }
 
+/// `v` in a deterministic pseudo-random order (Fisher–Yates with xorshift).
+fn shuffled<T>(mut v: Vec<T>, seed: u64) -> Vec<T> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in (1..v.len()).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        v.swap(i, (s % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
 proptest! {
     /// The sort-free path (target values pairwise distinct, in any order) gives the same bits as the sorted one.
     #[test]
@@ -288,15 +300,7 @@ proptest! {
         let yn = nonzero_sorted(&y);
         let index = SortedReference::new(y.len(), vec![0, yn.len()], yn.clone());
         let want = index.rank_sum_and_ties(&xn, x.len(), 0);
-        // a deterministic shuffle
-        let mut shuffled = xn.clone();
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        for i in (1..shuffled.len()).rev() {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            shuffled.swap(i, (s % (i as u64 + 1)) as usize);
-        }
+        let shuffled = shuffled(xn, seed);
         prop_assert_eq!(index.rank_sum_and_ties_distinct(&shuffled, x.len(), 0), want);
     }
 }
@@ -318,14 +322,7 @@ proptest! {
             let mut sorted = bits(x);
             sorted.sort_unstable();
             let want = index.rank_sum_and_ties(&sorted, x.len(), 0);
-            let mut shuffled = bits(x);
-            let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            for i in (1..shuffled.len()).rev() {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                shuffled.swap(i, (s % (i as u64 + 1)) as usize);
-            }
+            let shuffled = shuffled(bits(x), seed);
             prop_assert_eq!(index.rank_sum_and_ties_any_order(&shuffled, x.len(), 0, &mut scratch), want);
         }
     }
