@@ -29,11 +29,23 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
 }
 
 /// A CSV field, quoted as polars does when it holds a separator, quote or line break.
-fn write_str(w: &mut impl Write, s: &str) -> std::io::Result<()> {
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains([',', '"', '\n', '\r']) {
-        write!(w, "\"{}\"", s.replace('"', "\"\""))
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
     } else {
-        w.write_all(s.as_bytes())
+        s.into()
+    }
+}
+
+/// A U statistic (a multiple of ½) as ryu writes it, without ryu's digit search: below 2^53 ryu's shortest form of
+/// such a value is its integer part, then ".0" or ".5". Anything else goes through ryu.
+fn write_statistic(w: &mut impl Write, v: f64, f64b: &mut ryu::Buffer, itoa: &mut itoa::Buffer) -> std::io::Result<()> {
+    let whole = v.trunc();
+    if v.is_sign_positive() && v < 1e15 && (v - whole == 0.0 || v - whole == 0.5) {
+        w.write_all(itoa.format(whole as u64).as_bytes())?;
+        w.write_all(if v == whole { b".0" } else { b".5" })
+    } else {
+        w.write_all(f64b.format(v).as_bytes())
     }
 }
 
@@ -53,6 +65,10 @@ pub fn write_de<W: Write + Send>(table: &DeTable, w: &mut W) -> std::io::Result<
 pub fn write_de_rows<W: Write + Send>(table: &DeTable, w: &mut W) -> std::io::Result<()> {
     use rayon::prelude::*;
     let n = table.n_rows();
+    let names = (
+        table.targets.iter().map(|t| csv_field(t)).collect::<Vec<_>>(),
+        table.features.iter().map(|f| csv_field(f)).collect::<Vec<_>>(),
+    );
     let window = ROWS_PER_BLOCK * 2 * rayon::current_num_threads().max(1);
     let format = |start: usize| -> std::io::Result<Vec<Vec<u8>>> {
         let end = (start + window).min(n);
@@ -63,7 +79,7 @@ pub fn write_de_rows<W: Write + Send>(table: &DeTable, w: &mut W) -> std::io::Re
             .map(|a| {
                 let b = (a + ROWS_PER_BLOCK).min(end);
                 let mut buf = Vec::with_capacity((b - a) * 128);
-                write_rows(table, a..b, &mut buf)?;
+                write_rows(table, &names, a..b, &mut buf)?;
                 Ok(buf)
             })
             .collect()
@@ -129,15 +145,21 @@ impl Drop for DeCsvWriter {
     }
 }
 
-/// Rows `range` of `table`, formatted as CSV lines.
-fn write_rows(table: &DeTable, range: std::ops::Range<usize>, w: &mut impl Write) -> std::io::Result<()> {
+/// Rows `range` of `table`, formatted as CSV lines; `names` are the table's target and feature fields.
+fn write_rows(
+    table: &DeTable,
+    names: &(Vec<std::borrow::Cow<'_, str>>, Vec<std::borrow::Cow<'_, str>>),
+    range: std::ops::Range<usize>,
+    w: &mut impl Write,
+) -> std::io::Result<()> {
     let mut f32b = ryu::Buffer::new();
     let mut f64b = ryu::Buffer::new();
     let mut itoa = itoa::Buffer::new();
+    let (targets, features) = names;
     for i in range {
-        write_str(w, &table.targets[table.target_idx[i] as usize])?;
+        w.write_all(targets[table.target_idx[i] as usize].as_bytes())?;
         w.write_all(b",")?;
-        write_str(w, &table.features[table.feature_idx[i] as usize])?;
+        w.write_all(features[table.feature_idx[i] as usize].as_bytes())?;
         w.write_all(b",")?;
         w.write_all(f32b.format(table.target_mean[i]).as_bytes())?;
         w.write_all(b",")?;
@@ -146,12 +168,14 @@ fn write_rows(table: &DeTable, range: std::ops::Range<usize>, w: &mut impl Write
         w.write_all(itoa.format(table.target_membership[i]).as_bytes())?;
         w.write_all(b",")?;
         w.write_all(itoa.format(table.ref_membership[i]).as_bytes())?;
-        for v in
-            [table.log2_fold_change[i], table.percent_change[i], table.p_value[i], table.statistic[i], table.fdr[i]]
-        {
+        for v in [table.log2_fold_change[i], table.percent_change[i], table.p_value[i]] {
             w.write_all(b",")?;
             w.write_all(f64b.format(v).as_bytes())?;
         }
+        w.write_all(b",")?;
+        write_statistic(w, table.statistic[i], &mut f64b, &mut itoa)?;
+        w.write_all(b",")?;
+        w.write_all(f64b.format(table.fdr[i]).as_bytes())?;
         w.write_all(b"\n")?;
     }
     Ok(())
@@ -248,6 +272,19 @@ pub fn read_de<R: std::io::Read>(reader: R, path: &Path) -> Result<DeTable> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statistic_fast_path_writes_what_ryu_writes() {
+        let (mut f64b, mut itoa) = (ryu::Buffer::new(), itoa::Buffer::new());
+        let mut values: Vec<f64> = (0..20_000).map(|k| k as f64 / 2.0).collect();
+        values.extend([1e15 - 0.5, 1e15, 4.5e14 + 0.5, 1e16, 2f64.powi(53), 0.25, 1.0 / 3.0, -0.0, -1.5, f64::NAN]);
+        values.extend([f64::INFINITY, 123456789.5, 999999999999999.5]);
+        for v in values {
+            let mut got = Vec::new();
+            write_statistic(&mut got, v, &mut f64b, &mut itoa).unwrap();
+            assert_eq!(String::from_utf8(got).unwrap(), ryu::Buffer::new().format(v), "{v}");
+        }
+    }
 
     #[test]
     fn unfinished_writer_leaves_nothing() {
