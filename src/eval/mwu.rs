@@ -228,6 +228,12 @@ impl<T: RankKey> SortedReference<T> {
         &self.vals[self.ptr[c]..self.ptr[c + 1]]
     }
 
+    /// Column `c` with its bucket table, for [`Lookup::locate`].
+    fn lookup(&self, c: usize) -> Lookup<'_, T> {
+        let bk = self.buckets[c];
+        Lookup { ys: self.column(c), bk, starts: &self.starts[bk.offset..] }
+    }
+
     /// Σ(t³ − t) over column `c`'s distinct positive values.
     pub fn tie_term(&self, c: usize) -> f64 {
         self.ties[c]
@@ -235,9 +241,8 @@ impl<T: RankKey> SortedReference<T> {
 
     /// [`rank_sum_and_ties_vs`] of the sorted positive target values `x_nz` (of `n1` cells) against column `c`.
     pub fn rank_sum_and_ties(&self, x_nz: &[T], n1: usize, c: usize) -> (f64, f64) {
-        let ys = self.column(c);
-        let bk = self.buckets[c];
-        let starts = &self.starts[bk.offset..];
+        let col = self.lookup(c);
+        let ys = col.ys;
         let zx = n1 - x_nz.len();
         let zy = self.n - ys.len();
         let t0 = (zx + zy) as f64;
@@ -251,7 +256,7 @@ impl<T: RankKey> SortedReference<T> {
             while i < x_nz.len() && x_nz[i] == v {
                 i += 1;
             }
-            let (lo, hi) = locate(ys, bk, starts, v);
+            let (lo, hi) = col.locate(v);
             let below = (zx + zy + i0 + lo) as f64;
             if i - i0 == 1 && hi == lo {
                 // a value of its own: rank below + 1, no tie
@@ -274,16 +279,15 @@ impl<T: RankKey> SortedReference<T> {
     /// m²/2 for their ranks among themselves), and with no duplicates each value's tie term needs only the
     /// control's count of it. Every term is a multiple of ½, so the f64 sums are exact and equal the sorted path's.
     pub fn rank_sum_and_ties_distinct(&self, x_nz: &[T], n1: usize, c: usize) -> (f64, f64) {
-        let ys = self.column(c);
-        let bk = self.buckets[c];
-        let starts = &self.starts[bk.offset..];
+        let col = self.lookup(c);
+        let ys = col.ys;
         let zx = n1 - x_nz.len();
         let zy = self.n - ys.len();
         let t0 = (zx + zy) as f64;
         // Σ lo and Σ b, b² over the target values, in integers (exact, and free of the f64 add latency)
         let (mut sum_lo, mut sum_b, mut sum_b2) = (0usize, 0usize, 0usize);
         for &v in x_nz {
-            let (lo, hi) = locate(ys, bk, starts, v);
+            let (lo, hi) = col.locate(v);
             let b = hi - lo;
             sum_lo += lo;
             sum_b += b;
@@ -320,11 +324,9 @@ impl<T: RankKey + Ord> SortedReference<T> {
         scratch.filter.possible_duplicates(x_nz, suspects);
         if !suspects.is_empty() {
             suspects.sort_unstable();
-            let ys = self.column(c);
-            let bk = self.buckets[c];
-            let starts = &self.starts[bk.offset..];
+            let col = self.lookup(c);
             for run in suspects.chunk_by(|p, q| p == q).filter(|run| run.len() > 1) {
-                let (lo, hi) = locate(ys, bk, starts, run[0]);
+                let (lo, hi) = col.locate(run[0]);
                 let (a, b) = (run.len() as f64, (hi - lo) as f64);
                 ties += a * (a - 1.0) * (3.0 * b + a + 1.0);
             }
@@ -396,24 +398,34 @@ impl DuplicateFilter {
     }
 }
 
-/// (values < v, values <= v) in a sorted reference column `ys`: a bucket lookup, then a search inside the bucket
-/// (about two values).
-#[inline(always)]
-fn locate<T: RankKey>(ys: &[T], bk: Buckets, starts: &[u32], v: T) -> (usize, usize) {
-    let k = v.key();
-    if ys.is_empty() || k < bk.first {
-        (0, 0)
-    } else if k > bk.last {
-        (ys.len(), ys.len())
-    } else {
-        let j = ((k - bk.first) >> bk.shift) as usize;
-        let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
-        let lo = s + ys[s..e].partition_point(|&y| y < v);
-        let mut hi = lo;
-        while hi < e && ys[hi] == v {
-            hi += 1;
+/// One reference column as the rank searches need it: its sorted values and its bucket table.
+struct Lookup<'a, T> {
+    ys: &'a [T],
+    bk: Buckets,
+    starts: &'a [u32],
+}
+
+impl<T: RankKey> Lookup<'_, T> {
+    /// (values < v, values <= v) in the column: a bucket lookup, then a search inside the bucket (about two
+    /// values).
+    #[inline(always)]
+    fn locate(&self, v: T) -> (usize, usize) {
+        let (ys, bk, starts) = (self.ys, self.bk, self.starts);
+        let k = v.key();
+        if ys.is_empty() || k < bk.first {
+            (0, 0)
+        } else if k > bk.last {
+            (ys.len(), ys.len())
+        } else {
+            let j = ((k - bk.first) >> bk.shift) as usize;
+            let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
+            let lo = s + ys[s..e].partition_point(|&y| y < v);
+            let mut hi = lo;
+            while hi < e && ys[hi] == v {
+                hi += 1;
+            }
+            (lo, hi)
         }
-        (lo, hi)
     }
 }
 
