@@ -85,7 +85,7 @@ impl GroupRows {
 
     /// Per-gene sorted non-zero values (a CSC transpose of the group), as their f32 bit patterns: the values are
     /// positive (the input checks reject negative data), so the bits sort like the values, and faster.
-    fn sorted_columns(&self, n_vars: usize) -> SortedColumns {
+    fn sorted_columns(&self, n_vars: usize) -> GeneColumns {
         let mut out = self.columns(n_vars);
         for g in 0..n_vars {
             out.vals[out.ptr[g]..out.ptr[g + 1]].sort_unstable();
@@ -94,7 +94,7 @@ impl GroupRows {
     }
 
     /// Per-gene non-zero values in cell order (a CSC transpose of the group), as f32 bit patterns.
-    fn columns(&self, n_vars: usize) -> SortedColumns {
+    fn columns(&self, n_vars: usize) -> GeneColumns {
         let mut ptr = vec![0usize; n_vars + 1];
         for &c in &self.cols {
             ptr[c as usize + 1] += 1;
@@ -109,17 +109,17 @@ impl GroupRows {
             vals[*slot] = v.to_bits();
             *slot += 1;
         }
-        SortedColumns { ptr, vals }
+        GeneColumns { ptr, vals }
     }
 }
 
-/// Sorted non-zero values per gene (f32 bit patterns).
-struct SortedColumns {
+/// Non-zero values per gene (f32 bit patterns): sorted for the reference, in cell order for a group.
+struct GeneColumns {
     ptr: Vec<usize>,
     vals: Vec<u32>,
 }
 
-impl SortedColumns {
+impl GeneColumns {
     fn gene(&self, g: usize) -> &[u32] {
         &self.vals[self.ptr[g]..self.ptr[g + 1]]
     }
@@ -186,7 +186,7 @@ fn test_batch(
     reference: &Reference,
     progress: &dyn Progress,
 ) -> Vec<GroupDe> {
-    let prepared: Vec<(Vec<f32>, SortedColumns)> = rows
+    let prepared: Vec<(Vec<f32>, GeneColumns)> = rows
         .into_par_iter()
         .zip(sizes.par_iter())
         .map(|(r, &n)| {
@@ -470,7 +470,7 @@ fn run(
             if pass == 0 {
                 let ctrl_rows = rows.pop().unwrap_or_default();
                 let n = file.counts[file.control_code];
-                let SortedColumns { ptr, vals } = ctrl_rows.sorted_columns(n_vars);
+                let GeneColumns { ptr, vals } = ctrl_rows.sorted_columns(n_vars);
                 let _ = reference.set(Reference {
                     n,
                     mean: ctrl_rows.column_means(n, n_vars, file.encoding).into_iter().map(f32::exp_m1).collect(),
