@@ -11,6 +11,7 @@ pub mod embed;
 pub mod eval;
 pub mod gpu_check;
 pub mod info;
+mod malloc_tuning;
 pub mod predict;
 pub mod progress;
 pub mod runs;
@@ -71,6 +72,9 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if matches!(cli.command, Command::Eval(_) | Command::Baseline(_) | Command::RealBundle(_)) {
+        malloc_tuning::keep_freed_memory();
+    }
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Synth(args) => synth::run(args),

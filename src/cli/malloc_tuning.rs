@@ -1,0 +1,25 @@
+//! glibc malloc settings for the batch evaluation commands (the one `unsafe` call of the crate).
+//!
+//! Evaluation allocates and frees many buffers of a few MB per pass over `X` (a group's rows, its gene columns,
+//! a batch of DE rows). With glibc's defaults a freed buffer goes back to the kernel (it was mmapped, or it sat at
+//! the trimmed top of the heap) and the next pass faults the same amount in again: ~600 k page faults and ~0.5 s
+//! of kernel time on the big vcc pair (BENCHMARKS.md §1). Keeping freed memory in the heap lets passes reuse it;
+//! peak RSS is unchanged because the same buffers are live at the peak either way.
+
+/// Serve allocations up to 32 MB from the heap and trim its top only beyond 1 GB of free memory.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn keep_freed_memory() {
+    // glibc caps M_MMAP_THRESHOLD at 32 MB on 64-bit (HEAP_MAX_SIZE / 2)
+    const MMAP_THRESHOLD: libc::c_int = 32 << 20;
+    const TRIM_THRESHOLD: libc::c_int = 1 << 30;
+    // SAFETY: mallopt only sets allocator parameters (it takes the arena locks itself); no pointer is involved.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+    }
+}
+
+/// Other allocators keep their defaults.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn keep_freed_memory() {}
