@@ -112,7 +112,7 @@ impl CellSource for PreparedCells<'_> {
         let mut cat_nnz = vec![0usize; file.pert.categories.len()];
         for (i, &c) in file.pert.codes.iter().enumerate() {
             if let Ok(c) = usize::try_from(c) {
-                cat_nnz[c] += file.stats.cell_nnz.get(i).copied().unwrap_or(0) as usize;
+                cat_nnz[c] += file.row_nnz.get(i).copied().unwrap_or(0) as usize;
             }
         }
         // batches of consecutive labels within the budget (at least one label each)

@@ -408,7 +408,7 @@ fn run(
     let mut cat_nnz = vec![0u64; n_cat];
     for (i, &c) in file.pert.codes.iter().enumerate() {
         if c >= 0 {
-            cat_nnz[c as usize] += file.stats.cell_nnz.get(i).copied().unwrap_or(0) as u64;
+            cat_nnz[c as usize] += file.row_nnz.get(i).copied().unwrap_or(0) as u64;
         }
     }
     let cost = |c: usize| cat_nnz[c] as usize * 8 + n_vars * 8 + file.counts[c] * 8;

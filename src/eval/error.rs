@@ -70,6 +70,11 @@ pub enum EvalError {
     #[error("{file}: X contains {n_nan} NaN and {n_inf} infinite value(s); expression values must be finite")]
     NonFinite { file: String, n_nan: u64, n_inf: u64 },
 
+    /// A pass met a value that fails the input checks it was deferring (see `input::load_pair_sources_deferred`);
+    /// replaced by `input::exact_value_error` before it reaches a user.
+    #[error("{file}: X holds a value that fails the input checks")]
+    DeferredValues { file: String },
+
     #[error(
         "{file}: column '{column}' declares categories with no cells: {categories}; remove unused categories \
          (pandas: .cat.remove_unused_categories()) — cell-eval/pdex crash on them (ZeroDivisionError)"

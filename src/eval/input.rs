@@ -12,6 +12,12 @@
 //! Nothing is computed on a pair that fails a check, so no half-written DE table exists. Only O(n_cells)
 //! scalars are kept per file (category codes, one scale factor, one non-zero count); `X` is re-read in row
 //! chunks by the DE and pseudobulk passes.
+//!
+//! [`load_pair_sources_deferred`] (the `eval` pipeline) saves step 2's full read of a log1p file: when the first
+//! chunk of a CSR file already holds a fractional value, the file can only be log1p data (identity transform) or
+//! fail a value check (negative, ≥ 15, NaN/inf). Those checks then run on each row as the passes read it, and
+//! [`verify_deferred`] checks the rows no pass read. Any failed check, deferred or not, falls back to the full
+//! scans, so the error reported is the one of the order above.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,7 +25,7 @@ use std::path::{Path, PathBuf};
 use ndarray::Array2;
 
 use super::error::{short_list, EvalError, Result};
-use super::normalize::{decide_transform, ScanStats, Transform};
+use super::normalize::{decide_transform, ScanStats, Transform, MAX_LOG1P};
 use crate::data::anndata::{AnnData, Categorical, Column, CsrMatrix, MatrixEncoding, XMatrix};
 use crate::data::h5ad::H5adReader;
 use crate::progress::Progress;
@@ -54,6 +60,10 @@ pub trait CellSource: Send + Sync {
     /// Stored entries of `X` if known cheaply (for chunk sizing).
     fn nnz_hint(&self) -> Option<u64> {
         None
+    }
+    /// Stored entries per row if known without reading the values (a CSR `indptr`); `Ok(None)` otherwise.
+    fn row_lengths(&self) -> Result<Option<Vec<u32>>> {
+        Ok(None)
     }
 }
 
@@ -99,6 +109,14 @@ impl CellSource for AnnData {
                 Ok(CsrMatrix::new((end - start, a.ncols()), indptr, indices, data))
             }
         }
+    }
+    fn row_lengths(&self) -> Result<Option<Vec<u32>>> {
+        Ok(match &self.x {
+            XMatrix::Sparse(m) if m.is_csr() => Some(
+                m.indptr().to_proper().windows(2).map(|w| u32::try_from(w[1] - w[0]).unwrap_or(u32::MAX)).collect(),
+            ),
+            _ => None,
+        })
     }
     fn read_obsm(&self, key: &str) -> Result<Array2<f32>> {
         self.obsm.iter().find(|(k, _)| k == key).map(|(_, a)| a.clone()).ok_or_else(|| EvalError::Read {
@@ -147,6 +165,9 @@ impl CellSource for H5adReader {
     }
     fn nnz_hint(&self) -> Option<u64> {
         self.x_info().ok().and_then(|i| i.nnz)
+    }
+    fn row_lengths(&self) -> Result<Option<Vec<u32>>> {
+        self.x_row_lengths().map_err(h5ad_err)
     }
 }
 
@@ -221,7 +242,11 @@ pub struct PreparedFile {
     pub counts: Vec<usize>,
     /// How stored values become log1p expression (identity, or the count normalisation).
     pub transform: Transform,
-    pub stats: ScanStats,
+    /// Stored entries per cell (non-zeros after a full scan; all stored entries, from `indptr`, when the value
+    /// checks are deferred), for the memory plans of the passes.
+    pub row_nnz: Vec<u32>,
+    /// The value checks still owed by a file from [`load_pair_sources_deferred`].
+    pub(crate) deferred: Option<DeferredValueCheck>,
     /// Rows per chunk when streaming `X`.
     pub chunk_rows: usize,
 }
@@ -236,6 +261,52 @@ impl std::fmt::Debug for PreparedFile {
             .field("categories", &self.pert.categories)
             .field("control", &self.control)
             .finish_non_exhaustive()
+    }
+}
+
+/// Step 2's value checks (and step 8's NaN/inf check) of a log1p file, run on the rows as the passes read them.
+pub(crate) struct DeferredValueCheck {
+    /// Stored values must lie in `[0, limit)`: this excludes NaN, ±inf, negatives and, without
+    /// `--allow-discrete`, log1p values ≥ 15 (`decide_transform`).
+    limit: f32,
+    /// Rows whose values were checked.
+    seen: std::sync::Mutex<Vec<bool>>,
+}
+
+impl DeferredValueCheck {
+    fn new(n_obs: usize, allow_discrete: bool) -> Self {
+        let limit = if allow_discrete { f32::INFINITY } else { MAX_LOG1P };
+        DeferredValueCheck { limit, seen: std::sync::Mutex::new(vec![false; n_obs]) }
+    }
+
+    /// Check the rows of a block read at `start` that the pass asked for (`keep`); the first failing row stops
+    /// the pass with [`EvalError::DeferredValues`].
+    fn check_block(
+        &self,
+        file: &str,
+        start: usize,
+        m: &CsrMatrix,
+        keep: Option<&(dyn Fn(usize) -> bool + Sync)>,
+    ) -> Result<()> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for (r, row) in m.outer_iterator().enumerate() {
+            let i = start + r;
+            if keep.is_some_and(|k| !k(i)) || i >= seen.len() {
+                continue;
+            }
+            // a fold, not `all`: no early exit, so it vectorises
+            let (limit, values) = (self.limit, row.data());
+            if !values.iter().fold(true, |ok, &v| ok & (v >= 0.0) & (v < limit)) {
+                return Err(EvalError::DeferredValues { file: file.to_owned() });
+            }
+            seen[i] = true;
+        }
+        Ok(())
+    }
+
+    /// Rows no pass has read.
+    fn unseen(&self) -> Vec<bool> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|&s| !s).collect()
     }
 }
 
@@ -269,6 +340,9 @@ impl PreparedFile {
     ) -> Result<()> {
         let (source, n_obs) = (self.source.as_ref(), self.n_obs);
         stream_rows_where(source, &self.name(), self.chunk_rows, 0..n_obs, keep, progress, |start, mut m| {
+            if let Some(check) = &self.deferred {
+                check.check_block(&self.name(), start, &m, keep)?;
+            }
             if !self.transform.is_identity() {
                 for (r, mut row) in m.outer_iterator_mut().enumerate() {
                     for (_, v) in row.iter_mut() {
@@ -360,14 +434,7 @@ pub(crate) fn stream_values(
     mut f: impl FnMut(usize, &[f32]) -> Result<()>,
 ) -> Result<()> {
     let n_obs = source.shape().0;
-    let read = |start: usize, end: usize| -> Result<(Vec<usize>, Vec<f32>)> {
-        if let Some(v) = source.read_values(start, end)? {
-            return Ok(v);
-        }
-        let m = checked_block(source, name, start, end, source.read_rows(start, end)?)?;
-        let offsets = m.indptr().to_proper().into_owned();
-        Ok((offsets, m.data().to_vec()))
-    };
+    let read = |start: usize, end: usize| read_values_block(source, name, start, end);
     prefetched(0..n_obs, chunk_rows, read, progress, |start, (offsets, values)| {
         for (r, w) in offsets.windows(2).enumerate() {
             f(start + r, values.get(w[0]..w[1]).unwrap_or_default())?;
@@ -375,6 +442,16 @@ pub(crate) fn stream_values(
         progress.advance(offsets.len().saturating_sub(1) as u64);
         Ok(())
     })
+}
+
+/// Row offsets and stored values of rows `start..end` (see [`stream_values`]).
+fn read_values_block(source: &dyn CellSource, name: &str, start: usize, end: usize) -> Result<(Vec<usize>, Vec<f32>)> {
+    if let Some(v) = source.read_values(start, end)? {
+        return Ok(v);
+    }
+    let m = checked_block(source, name, start, end, source.read_rows(start, end)?)?;
+    let offsets = m.indptr().to_proper().into_owned();
+    Ok((offsets, m.data().to_vec()))
 }
 
 /// Blocks `read(start, end)` of `chunk_rows` rows over `range`, handed to `f` in order. A reader thread reads
@@ -429,23 +506,81 @@ pub(crate) fn chunk_rows_for(source: &dyn CellSource, chunk_nnz: usize) -> usize
 struct Scanned {
     path: PathBuf,
     source: Box<dyn CellSource>,
+    /// Complete unless `deferred` is set (then: the first chunk only).
     stats: ScanStats,
     transform: Transform,
     chunk_rows: usize,
+    row_nnz: Vec<u32>,
+    deferred: Option<DeferredValueCheck>,
 }
 
-fn scan(path: &Path, source: Box<dyn CellSource>, opts: &InputOptions, progress: &dyn Progress) -> Result<Scanned> {
-    let name = path.display().to_string();
-    let (n_obs, n_vars) = source.shape();
+/// Step 2 for one file: a full scan, or with `defer` the first chunk only when that settles the transform (see
+/// the module docs).
+fn scan(
+    path: &Path,
+    source: Box<dyn CellSource>,
+    opts: &InputOptions,
+    progress: &dyn Progress,
+    defer: bool,
+) -> Result<Scanned> {
     let chunk_rows = chunk_rows_for(source.as_ref(), opts.chunk_nnz);
+    let mut s = Scanned {
+        path: path.to_owned(),
+        source,
+        stats: ScanStats::default(),
+        transform: Transform::Identity,
+        chunk_rows,
+        row_nnz: Vec::new(),
+        deferred: None,
+    };
+    if defer {
+        probe(&mut s, opts)?;
+    }
+    if s.deferred.is_none() {
+        full_scan(&mut s, opts, progress)?;
+    }
+    Ok(s)
+}
+
+/// Defer the value checks of `s` if its first chunk holds a fraction and passes them, and its row lengths are
+/// known without reading `X`.
+fn probe(s: &mut Scanned, opts: &InputOptions) -> Result<()> {
+    let Some(row_nnz) = s.source.row_lengths()? else { return Ok(()) };
+    let name = s.path.display().to_string();
+    let (n_obs, n_vars) = s.source.shape();
+    if row_nnz.len() != n_obs {
+        return Ok(());
+    }
+    let (offsets, values) = read_values_block(s.source.as_ref(), &name, 0, s.chunk_rows.min(n_obs))?;
+    let mut stats = ScanStats::new(n_obs, n_vars);
+    for w in offsets.windows(2) {
+        stats.push_cell(values.get(w[0]..w[1]).unwrap_or_default());
+    }
+    let clean = stats.n_nan == 0 && stats.n_inf == 0;
+    if stats.any_fractional && clean && decide_transform(&name, &stats, opts.allow_discrete).is_ok() {
+        s.stats = stats;
+        s.transform = Transform::Identity;
+        s.row_nnz = row_nnz;
+        s.deferred = Some(DeferredValueCheck::new(n_obs, opts.allow_discrete));
+    }
+    Ok(())
+}
+
+/// Step 2 in full: every stored value, then the transform (or the file's step-2 error).
+fn full_scan(s: &mut Scanned, opts: &InputOptions, progress: &dyn Progress) -> Result<()> {
+    let name = s.path.display().to_string();
+    let (n_obs, n_vars) = s.source.shape();
     progress.stage(&format!("scanning {name}"), n_obs as u64);
     let mut stats = ScanStats::new(n_obs, n_vars);
-    stream_values(source.as_ref(), &name, chunk_rows, progress, |_, values| {
+    stream_values(s.source.as_ref(), &name, s.chunk_rows, progress, |_, values| {
         stats.push_cell(values);
         Ok(())
     })?;
-    let transform = decide_transform(&name, &stats, opts.allow_discrete)?;
-    Ok(Scanned { path: path.to_owned(), source, stats, transform, chunk_rows })
+    s.transform = decide_transform(&name, &stats, opts.allow_discrete)?;
+    s.row_nnz = stats.cell_nnz.clone();
+    s.stats = stats;
+    s.deferred = None;
+    Ok(())
 }
 
 /// The label of each cell as cell-eval compares them (`astype(str)`: a missing value is "nan").
@@ -472,11 +607,12 @@ fn pert_column(s: &Scanned, which: &'static str, opts: &InputOptions) -> Result<
     match s.source.obs_column(&opts.pert_col)? {
         Some(col) => {
             let cat = col.to_categorical();
-            if cat.codes.len() != s.stats.n_obs {
+            let n_obs = s.source.shape().0;
+            if cat.codes.len() != n_obs {
                 return Err(EvalError::BadPertColumn {
                     file: name,
                     column: opts.pert_col.clone(),
-                    detail: format!("{} values for {} cells", cat.codes.len(), s.stats.n_obs),
+                    detail: format!("{} values for {} cells", cat.codes.len(), n_obs),
                 });
             }
             Ok(cat)
@@ -545,7 +681,8 @@ fn finish(s: Scanned, cat: Categorical, opts: &InputOptions, var_names: Vec<Stri
         control_code,
         counts,
         transform: s.transform,
-        stats: s.stats,
+        row_nnz: s.row_nnz,
+        deferred: s.deferred,
         chunk_rows: s.chunk_rows,
     })
 }
@@ -557,23 +694,69 @@ pub fn load_pair_sources(
     opts: &InputOptions,
     progress: &dyn Progress,
 ) -> Result<(PreparedFile, PreparedFile)> {
+    load_pair_impl(real, pred, opts, progress, false)
+}
+
+/// [`load_pair_sources`] with the value checks of log1p files deferred to the passes that read `X` (module docs).
+/// A pass over a value that fails them stops with [`EvalError::DeferredValues`]; the caller then reports
+/// [`exact_value_error`], and calls [`verify_deferred`] before it uses any result.
+pub fn load_pair_sources_deferred(
+    real: (&Path, Box<dyn CellSource>),
+    pred: (&Path, Box<dyn CellSource>),
+    opts: &InputOptions,
+    progress: &dyn Progress,
+) -> Result<(PreparedFile, PreparedFile)> {
+    load_pair_impl(real, pred, opts, progress, true)
+}
+
+fn load_pair_impl(
+    real: (&Path, Box<dyn CellSource>),
+    pred: (&Path, Box<dyn CellSource>),
+    opts: &InputOptions,
+    progress: &dyn Progress,
+    defer: bool,
+) -> Result<(PreparedFile, PreparedFile)> {
     // 2. log1p / integer check, real then pred: both files are scanned at once (each scan is mostly reading),
     // and real's error, if any, is reported first
     let (real, pred) = std::thread::scope(|s| {
-        let pred_scan = s.spawn(|| scan(pred.0, pred.1, opts, progress));
-        let real_scan = scan(real.0, real.1, opts, progress);
+        let pred_scan = s.spawn(|| scan(pred.0, pred.1, opts, progress, defer));
+        let real_scan = scan(real.0, real.1, opts, progress, defer);
         let pred_scan = pred_scan.join().map_err(|_| EvalError::Read {
             file: pred.0.display().to_string(),
             message: format!("{}: the scanning thread panicked", pred.0.display()),
         });
         (real_scan, pred_scan)
     });
-    let real = real?;
-    let pred = pred??;
+    let mut real = real?;
+    let mut pred = pred??;
+    let checked = match pair_checks(&real, &pred, opts) {
+        Err(e) if real.deferred.is_some() || pred.deferred.is_some() => {
+            // step 2 comes first: with complete scans, the first failing check is the one to report
+            full_scan(&mut real, opts, progress)?;
+            full_scan(&mut pred, opts, progress)?;
+            return Err(pair_checks(&real, &pred, opts).err().unwrap_or(e));
+        }
+        checked => checked?,
+    };
+    let real = finish(real, checked.real_cat, opts, checked.real_vars)?;
+    let pred = finish(pred, checked.pred_cat, opts, checked.pred_vars)?;
+    Ok((real, pred))
+}
+
+/// What steps 3–8 read from a scanned pair.
+struct PairChecked {
+    real_vars: Vec<String>,
+    pred_vars: Vec<String>,
+    real_cat: Categorical,
+    pred_cat: Categorical,
+}
+
+/// Steps 3–8 on a scanned pair.
+fn pair_checks(real: &Scanned, pred: &Scanned, opts: &InputOptions) -> Result<PairChecked> {
     // 3. gene count
     let real_vars = real.source.var_names()?;
     let pred_vars = pred.source.var_names()?;
-    let (rn, pn) = (real.stats.n_vars, pred.stats.n_vars);
+    let (rn, pn) = (real.source.shape().1, pred.source.shape().1);
     if rn != pn || real_vars.len() != pred_vars.len() {
         return Err(EvalError::GeneCount { real: rn.max(real_vars.len()), pred: pn.max(pred_vars.len()) });
     }
@@ -588,8 +771,8 @@ pub fn load_pair_sources(
         });
     }
     // 5. perturbation column, real then pred
-    let real_cat = pert_column(&real, "real", opts)?;
-    let pred_cat = pert_column(&pred, "pred", opts)?;
+    let real_cat = pert_column(real, "real", opts)?;
+    let pred_cat = pert_column(pred, "pred", opts)?;
     // 6. label sets
     let real_labels = unique_labels(&real_cat);
     let pred_labels = unique_labels(&pred_cat);
@@ -604,14 +787,71 @@ pub fn load_pair_sources(
         });
     }
     // 7. control, real then pred
-    check_control(&real, "real", &real_labels, opts)?;
-    check_control(&pred, "pred", &pred_labels, opts)?;
+    check_control(real, "real", &real_labels, opts)?;
+    check_control(pred, "pred", &pred_labels, opts)?;
     // 8. what pdex would fail on, real then pred
-    check_pdex(&real, &real_cat, opts)?;
-    check_pdex(&pred, &pred_cat, opts)?;
-    let real = finish(real, real_cat, opts, real_vars)?;
-    let pred = finish(pred, pred_cat, opts, pred_vars)?;
-    Ok((real, pred))
+    check_pdex(real, &real_cat, opts)?;
+    check_pdex(pred, &pred_cat, opts)?;
+    Ok(PairChecked { real_vars, pred_vars, real_cat, pred_cat })
+}
+
+/// Check the rows of a pair from [`load_pair_sources_deferred`] that no pass has read; a value that fails is
+/// reported as [`exact_value_error`] would.
+pub fn verify_deferred(
+    real: &PreparedFile,
+    pred: &PreparedFile,
+    opts: &InputOptions,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let outcome = check_unseen_rows(real, progress).and_then(|()| check_unseen_rows(pred, progress));
+    match outcome {
+        Err(EvalError::DeferredValues { .. }) => Err(exact_value_error(real, pred, opts, progress)),
+        other => other,
+    }
+}
+
+fn check_unseen_rows(file: &PreparedFile, progress: &dyn Progress) -> Result<()> {
+    let Some(check) = &file.deferred else { return Ok(()) };
+    let unseen = check.unseen();
+    if !unseen.contains(&true) {
+        return Ok(());
+    }
+    let wanted = |r: usize| unseen.get(r).copied().unwrap_or(false);
+    file.for_each_chunk_where(progress, Some(&wanted), |_, _| Ok(()))
+}
+
+/// The error cell-eval reports for a pair from [`load_pair_sources_deferred`] whose deferred checks failed: both
+/// files scanned in full, then step 2 (real, pred) and step 8's NaN/inf check (real, pred); steps 3–7 and the
+/// rest of 8 passed already.
+pub fn exact_value_error(
+    real: &PreparedFile,
+    pred: &PreparedFile,
+    opts: &InputOptions,
+    progress: &dyn Progress,
+) -> EvalError {
+    let mut scanned = Vec::with_capacity(2);
+    for file in [real, pred] {
+        let name = file.name();
+        progress.stage(&format!("scanning {name}"), file.n_obs as u64);
+        let mut stats = ScanStats::new(file.n_obs, file.n_vars);
+        let streamed = stream_values(file.source.as_ref(), &name, file.chunk_rows, progress, |_, values| {
+            stats.push_cell(values);
+            Ok(())
+        });
+        if let Err(e) = streamed.and_then(|()| decide_transform(&name, &stats, opts.allow_discrete)) {
+            return e;
+        }
+        scanned.push((name, stats));
+    }
+    for (name, stats) in scanned {
+        if stats.n_nan > 0 || stats.n_inf > 0 {
+            return EvalError::NonFinite { file: name, n_nan: stats.n_nan, n_inf: stats.n_inf };
+        }
+    }
+    EvalError::Read {
+        file: real.name(),
+        message: "a value failed the input checks while X was read, but a full scan found none".to_owned(),
+    }
 }
 
 /// Check and prepare a single file (e.g. for `baseline` DE): the per-file checks of [`load_pair_sources`].
@@ -621,12 +861,13 @@ pub fn prepare_source(
     opts: &InputOptions,
     progress: &dyn Progress,
 ) -> Result<PreparedFile> {
-    let s = scan(path, source, opts, progress)?;
+    let s = scan(path, source, opts, progress, false)?;
     let vars = s.source.var_names()?;
-    if vars.len() != s.stats.n_vars {
+    let n_vars = s.source.shape().1;
+    if vars.len() != n_vars {
         return Err(EvalError::Read {
             file: path.display().to_string(),
-            message: format!("{} var names for {} genes", vars.len(), s.stats.n_vars),
+            message: format!("{} var names for {} genes", vars.len(), n_vars),
         });
     }
     let cat = pert_column(&s, "file", opts)?;

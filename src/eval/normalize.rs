@@ -25,6 +25,9 @@ pub struct ScanStats {
     pub cell_nnz: Vec<u32>,
 }
 
+/// `guess_is_lognorm`'s bound on log1p values (cell_eval/utils.py): data reaching it is taken for counts.
+pub const MAX_LOG1P: f32 = 15.0;
+
 /// `guess_is_lognorm`'s fraction threshold (cell_eval/utils.py).
 const FRACTION_EPS: f32 = 1e-3;
 
@@ -253,7 +256,7 @@ pub fn decide_transform(file: &str, stats: &ScanStats, allow_discrete: bool) -> 
         if min < 0.0 {
             return Err(EvalError::NegativeLogNorm { file: file.to_owned(), min });
         }
-        if max >= 15.0 && !allow_discrete {
+        if max >= MAX_LOG1P && !allow_discrete {
             return Err(EvalError::MaxTooLarge { file: file.to_owned(), max });
         }
         return Ok(Transform::Identity);

@@ -15,7 +15,9 @@ use super::de::{compute_de, compute_de_and_pseudobulk, compute_de_streamed, DeOp
 use super::de_csv::{read_de_csv, write_de_csv, DeCsvWriter};
 use super::describe::{describe, AggTable};
 use super::error::EvalError;
-use super::input::{load_pair_sources, open_h5ad, CellSource, InputOptions, PreparedFile};
+use super::input::{
+    exact_value_error, load_pair_sources_deferred, open_h5ad, verify_deferred, CellSource, InputOptions, PreparedFile,
+};
 use super::metrics::{compute_metrics, AnndataInput, MetricError, MetricTable};
 use super::profile::{MetricSet, Profile};
 use super::pseudobulk::{compute_pseudobulk, compute_pseudobulk_obsm};
@@ -154,7 +156,7 @@ fn evaluate_group(
     progress: &dyn Progress,
 ) -> Result<EvalOutput> {
     let prefix = if celltype.is_empty() { String::new() } else { format!("{celltype}_") };
-    let (real, pred) = load_pair_sources((&opts.real, real), (&opts.pred, pred), &opts.input, progress)?;
+    let (real, pred) = load_pair_sources_deferred((&opts.real, real), (&opts.pred, pred), &opts.input, progress)?;
     let set = MetricSet::new(opts.profile, &opts.skip_metrics.iter().map(String::as_str).collect::<Vec<_>>());
     let need_de = !set.de_metrics().is_empty();
     let need_bulk = !set.anndata_metrics().is_empty();
@@ -217,6 +219,8 @@ fn evaluate_group(
     let outcome = (|| {
         let (real_de, real_bulk) = real_side?;
         let (pred_de, pred_bulk) = pred_side.ok_or(EvalError::Cancelled)??;
+        // the value checks the passes did not cover, before any result is used
+        verify_deferred(&real, &pred, &opts.input, progress)?;
         finish_group(
             opts,
             &set,
@@ -227,7 +231,14 @@ fn evaluate_group(
             staging,
             progress,
         )
-    })();
+    })()
+    .map_err(|e| match e {
+        // a pass stopped at a value that fails the deferred checks: report what the full checks report
+        PipelineError::Eval(EvalError::DeferredValues { .. }) => {
+            exact_value_error(&real, &pred, &opts.input, progress).into()
+        }
+        e => e,
+    });
     // every writer is joined, also when something failed, so no thread outlives the staging folder
     let mut written = Ok(());
     for w in writers {

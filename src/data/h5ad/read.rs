@@ -170,6 +170,17 @@ impl H5adReader {
         Ok(self.x_indptr.get_or_init(|| p))
     }
 
+    /// Stored entries per row of a CSR `X`, from `indptr` alone; `None` when `X` is not CSR.
+    pub fn x_row_lengths(&self) -> Result<Option<Vec<u32>>> {
+        match self.x_node()? {
+            MatrixNode::Sparse(s) if !s.csc => {
+                let indptr = self.cached_indptr(&s)?;
+                Ok(Some(indptr.windows(2).map(|w| u32::try_from(w[1] - w[0]).unwrap_or(u32::MAX)).collect()))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// [`Self::read_x_rows`] with only the rows where `keep(row)` holds filled in (others empty). Dense and CSC `X`
     /// are read whole and filtered.
     pub fn read_x_rows_where(&self, start: usize, end: usize, keep: &dyn Fn(usize) -> bool) -> Result<CsrMatrix> {
