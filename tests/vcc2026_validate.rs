@@ -104,3 +104,81 @@ fn unresolvable_targets_are_refused() {
         "{e}"
     );
 }
+
+/// `vcell eval --preset vcc2026` checks rules 4–5 while its passes read `X` (`validate::load_pair_deferred`): its
+/// error must be the full checks' error (`validate::load_pair`), with nothing written.
+fn assert_eval_error_is_exact(real: &AnnData, pred: &AnnData, case: &str) -> String {
+    use vcell::eval::vcc2026::pipeline::{run_vcc2026, RunOptions};
+    use vcell::eval::vcc2026::validate::load_pair;
+    let dir = tempfile::tempdir().unwrap();
+    let (r, p) = (dir.path().join("real.h5ad"), dir.path().join("pred.h5ad"));
+    vcell::data::h5ad::write_h5ad(&r, real).unwrap();
+    vcell::data::h5ad::write_h5ad(&p, pred).unwrap();
+    let vcc = Vcc2026Options::default();
+    let want = load_pair(&r, &p, &vcc, &NoProgress).err().map(|e| e.to_string()).unwrap_or_default();
+    let out = dir.path().join("out");
+    let opts = RunOptions { real: r, pred: p, outdir: out.clone(), write_de: false, vcc };
+    let got = run_vcc2026(&opts, &NoProgress).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(!want.is_empty(), "{case}: the full checks passed");
+    assert_eq!(got, want, "{case}");
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(), "{case}: outputs written");
+    got
+}
+
+/// Set value `k` of the stored values (`k` counted from the end when `from_end`).
+fn set_nth(a: &mut AnnData, k: usize, from_end: bool, value: f32) {
+    let XMatrix::Sparse(m) = &mut a.x else { panic!("tiny is sparse") };
+    let data = m.data_mut();
+    let i = if from_end { data.len() - 1 - k } else { k };
+    data[i] = value;
+}
+
+#[test]
+fn eval_reports_the_full_checks_error_for_values_anywhere() {
+    let cases: [(&str, f32); 4] = [("negative", -1.0), ("fractional", 2.5), ("NaN", f32::NAN), ("2e6", 2e6)];
+    for (name, value) in cases {
+        for in_real in [true, false] {
+            for (k, from_end) in [(0, false), (3, true)] {
+                let (mut r, mut p) = (tiny("real"), tiny("pred"));
+                set_nth(if in_real { &mut r } else { &mut p }, k, from_end, value);
+                assert_eval_error_is_exact(
+                    &r,
+                    &p,
+                    &format!("{name} in {} at {k} {from_end}", ["pred", "real"][in_real as usize]),
+                );
+            }
+        }
+    }
+    // several broken rules in both files: negatives outrank fractions, real outranks pred
+    let (mut r, mut p) = (tiny("real"), tiny("pred"));
+    set_nth(&mut r, 2, true, 0.5);
+    set_nth(&mut p, 5, false, -2.0);
+    let e = assert_eval_error_is_exact(&r, &p, "fraction in real, negative in pred");
+    assert!(e.contains("real.h5ad") && e.contains("fractional"), "{e}");
+}
+
+#[test]
+fn eval_checks_cells_no_pass_reads() {
+    // a cell without a label belongs to no group: only the final check reads it
+    let (r, mut p) = (tiny("real"), tiny("pred"));
+    let col = p.obs.columns.iter_mut().find(|(n, _)| n == "target_gene").unwrap();
+    let Column::Categorical(c) = &mut col.1 else { panic!("categorical") };
+    let last = c.codes.len() - 1;
+    c.codes[last] = -1;
+    set_nth(&mut p, 0, true, 0.25);
+    let e = assert_eval_error_is_exact(&r, &p, "fraction in an unlabelled cell");
+    assert!(e.contains("fractional"), "{e}");
+}
+
+#[test]
+fn eval_reports_value_rules_before_target_resolution() {
+    let (mut r, mut p) = (tiny("real"), tiny("pred"));
+    for a in [&mut r, &mut p] {
+        for v in a.var.index.iter_mut() {
+            v.push_str("-x");
+        }
+    }
+    set_nth(&mut p, 1, true, 7.5);
+    let e = assert_eval_error_is_exact(&r, &p, "fraction and no target resolves");
+    assert!(e.contains("fractional"), "{e}");
+}

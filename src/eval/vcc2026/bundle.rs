@@ -85,6 +85,7 @@ fn half_side<'a>(real: &'a LoadedFile, split: &Split, b: bool, control: &str) ->
         control: ctrl,
         scale: None,
         chunk_rows: real.chunk_rows,
+        check: None,
     })
 }
 

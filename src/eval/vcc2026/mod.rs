@@ -108,6 +108,8 @@ pub struct Side<'a> {
     /// Per-gene scale for `scaled` groups.
     pub scale: Option<Vec<f64>>,
     pub chunk_rows: usize,
+    /// Rules 4–5 to check on each row read (a file from `validate::load_pair_deferred`).
+    pub check: Option<&'a validate::DeferredCounts>,
 }
 
 impl Side<'_> {
@@ -216,6 +218,9 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
                     file: side.name.clone(),
                     message: format!("row {r} missing from chunk"),
                 })?;
+                if let Some(check) = side.check {
+                    check.check_row(&side.name, r, row.data())?;
+                }
                 let sc = if side.groups[which[slot]].scaled { scale } else { None };
                 if in_file_order[slot] {
                     out[slot].push(row.indices(), row.data(), sc);

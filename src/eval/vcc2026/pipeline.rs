@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use super::digest::{provenance, source_fingerprint};
 use super::metrics::{ControlSource, MemberValues};
 use super::outputs::{agg_csv, agg_table, de_table, metric_aggregation_csv, results_csv};
-use super::validate::{load_pair, Vcc2026Options};
+use super::validate::{exact_value_error, load_pair_deferred, verify_deferred, Vcc2026Options};
 use super::{analyse_real, evaluate_against, Result, Vcc2026Error};
+use crate::eval::error::EvalError;
 use crate::eval::format::write_atomic;
 use crate::eval::parquet_table::{write_table, Table};
 use crate::progress::Progress;
@@ -49,12 +50,22 @@ pub(crate) fn write_parquet(dir: &Path, name: &str, table: &Table, files: &mut V
 
 /// Score a prediction under the vcc2026 preset and write cell-eval2's files into `outdir`.
 pub fn run_vcc2026(opts: &RunOptions, progress: &dyn Progress) -> Result<RunOutput> {
-    let loaded = load_pair(&opts.real, &opts.pred, &opts.vcc, progress)?;
-    let real_side = loaded.real.side(&opts.vcc.control)?;
-    let pred_side = loaded.pred.side(&opts.vcc.control)?;
-    let real = analyse_real(&real_side, &opts.vcc.passes, progress)?;
-    let (members, pred_de) =
-        evaluate_against(&loaded.var_names, &real, &pred_side, ControlSource::Real, &opts.vcc.passes, progress)?;
+    let loaded = load_pair_deferred(&opts.real, &opts.pred, &opts.vcc, progress)?;
+    let analysed = (|| {
+        let real_side = loaded.real.side(&opts.vcc.control)?;
+        let pred_side = loaded.pred.side(&opts.vcc.control)?;
+        let real = analyse_real(&real_side, &opts.vcc.passes, progress)?;
+        let (members, pred_de) =
+            evaluate_against(&loaded.var_names, &real, &pred_side, ControlSource::Real, &opts.vcc.passes, progress)?;
+        // the rows no pass read, before any result is used
+        verify_deferred(&loaded, &opts.vcc, progress)?;
+        Ok((real, members, pred_de))
+    })();
+    let (real, members, pred_de) = analysed.map_err(|e| match e {
+        // a pass stopped at a row that breaks a value rule: report what the full checks report
+        Vcc2026Error::Eval(EvalError::DeferredValues { .. }) => exact_value_error(&loaded, &opts.vcc, progress),
+        e => e,
+    })?;
     std::fs::create_dir_all(&opts.outdir).map_err(|source| Vcc2026Error::Io { path: opts.outdir.clone(), source })?;
     let mut files = Vec::new();
     let dir = &opts.outdir;

@@ -8,14 +8,21 @@
 //!    counts are allowed (baseline arm);
 //! 5. per-cell total ≤ 1e6;
 //! 6. target-gene resolution: at least one label is a var name, var names unique.
+//!
+//! [`load_pair_deferred`] (`vcell eval --preset vcc2026`) skips the separate read of `X` for rules 4–5: the passes
+//! check each row as they read it ([`DeferredCounts`]) and [`verify_deferred`] checks the rows no pass read. A
+//! failed check falls back to the full [`check_values`] of real, then pred, so the error is the one of the order
+//! above (its example value and cell included).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Mutex;
 
 use super::{Group, Result, Side, Vcc2026Error, MAX_COUNTS_PER_CELL};
 use crate::data::anndata::Categorical;
 use crate::eval::error::short_list;
-use crate::eval::input::{chunk_rows_for, open_h5ad, stream_values, CellSource};
+use crate::eval::error::EvalError;
+use crate::eval::input::{chunk_rows_for, open_h5ad, stream_rows_where, stream_values, CellSource};
 use crate::eval::normalize::has_fraction;
 use crate::progress::Progress;
 
@@ -49,6 +56,49 @@ pub struct LoadedFile {
     pub source: Box<dyn CellSource>,
     pub pert: Categorical,
     pub chunk_rows: usize,
+    /// Rules 4–5 still owed (files from [`load_pair_deferred`]).
+    pub deferred: Option<DeferredCounts>,
+}
+
+/// Rules 4–5 of one file, checked row by row as the passes read it.
+pub struct DeferredCounts {
+    allow_fractional: bool,
+    /// Rows checked so far.
+    seen: Mutex<Vec<bool>>,
+}
+
+impl DeferredCounts {
+    fn new(n_obs: usize, allow_fractional: bool) -> Self {
+        DeferredCounts { allow_fractional, seen: Mutex::new(vec![false; n_obs]) }
+    }
+
+    /// Check obs row `row`; a row that breaks a rule stops the pass with [`EvalError::DeferredValues`].
+    pub fn check_row(&self, file: &str, row: usize, values: &[f32]) -> Result<(), EvalError> {
+        if !row_within_rules(values, self.allow_fractional) {
+            return Err(EvalError::DeferredValues { file: file.to_owned() });
+        }
+        if let Some(s) = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get_mut(row) {
+            *s = true;
+        }
+        Ok(())
+    }
+
+    fn unseen(&self) -> Vec<bool> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|&s| !s).collect()
+    }
+}
+
+/// Whether one cell passes rules 4–5 exactly as [`check_values`] tests them (so a row failing here makes the full
+/// check fail).
+fn row_within_rules(values: &[f32], allow_fractional: bool) -> bool {
+    let mut total = 0.0f64;
+    let mut ok = true;
+    for &v in values {
+        ok &= !(v < 0.0);
+        ok &= allow_fractional || !has_fraction(v) || is_integral(v);
+        total += v as f64;
+    }
+    ok && !(total > MAX_COUNTS_PER_CELL)
 }
 
 impl LoadedFile {
@@ -80,6 +130,7 @@ impl LoadedFile {
             control,
             scale: None,
             chunk_rows: self.chunk_rows,
+            check: self.deferred.as_ref(),
         })
     }
 }
@@ -180,12 +231,31 @@ pub fn load_pair(real: &Path, pred: &Path, opts: &Vcc2026Options, progress: &dyn
     load_pair_sources((real.display().to_string(), r), (pred.display().to_string(), p), opts, progress)
 }
 
+/// [`load_pair`] with rules 4–5 deferred to the passes (module docs): the caller maps
+/// [`EvalError::DeferredValues`] through [`exact_value_error`] and calls [`verify_deferred`] before it uses any
+/// result.
+pub fn load_pair_deferred(real: &Path, pred: &Path, opts: &Vcc2026Options, progress: &dyn Progress) -> Result<Loaded> {
+    let r = open_h5ad(real)?;
+    let p = open_h5ad(pred)?;
+    load_pair_impl((real.display().to_string(), r), (pred.display().to_string(), p), opts, progress, true)
+}
+
 /// Open and check a real/pred pair from sources.
 pub fn load_pair_sources(
     real: (String, Box<dyn CellSource>),
     pred: (String, Box<dyn CellSource>),
     opts: &Vcc2026Options,
     progress: &dyn Progress,
+) -> Result<Loaded> {
+    load_pair_impl(real, pred, opts, progress, false)
+}
+
+fn load_pair_impl(
+    real: (String, Box<dyn CellSource>),
+    pred: (String, Box<dyn CellSource>),
+    opts: &Vcc2026Options,
+    progress: &dyn Progress,
+    defer: bool,
 ) -> Result<Loaded> {
     let (rname, rsrc) = real;
     let (pname, psrc) = pred;
@@ -225,22 +295,92 @@ pub fn load_pair_sources(
     // 4–5. values, real then pred
     let rchunk = chunk_rows_for(rsrc.as_ref(), opts.chunk_nnz);
     let pchunk = chunk_rows_for(psrc.as_ref(), opts.chunk_nnz);
-    // both files at once (each check is mostly reading); real's error, if any, is reported first
-    let (rcheck, pcheck) = std::thread::scope(|s| {
-        let p = s.spawn(|| check_values(psrc.as_ref(), &pname, pchunk, opts.allow_fractional, progress));
-        let r = check_values(rsrc.as_ref(), &rname, rchunk, false, progress);
-        (r, p.join())
-    });
-    rcheck?;
-    pcheck.map_err(|_| Vcc2026Error::Metric(format!("checking {pname} failed unexpectedly")))??;
-    // 6. targets
+    let check_both = || {
+        // both files at once (each check is mostly reading); real's error, if any, is reported first
+        let (rcheck, pcheck) = std::thread::scope(|s| {
+            let p = s.spawn(|| check_values(psrc.as_ref(), &pname, pchunk, opts.allow_fractional, progress));
+            let r = check_values(rsrc.as_ref(), &rname, rchunk, false, progress);
+            (r, p.join())
+        });
+        rcheck?;
+        pcheck.map_err(|_| Vcc2026Error::Metric(format!("checking {pname} failed unexpectedly")))?
+    };
+    if !defer {
+        check_both()?;
+    }
+    // 6. targets (after rules 4–5: when they were deferred, they are checked first)
     let perts: Vec<String> = rl.iter().filter(|l| **l != opts.control).cloned().collect();
-    check_targets(&rv, &perts)?;
+    if let Err(e) = check_targets(&rv, &perts) {
+        if defer {
+            check_both()?;
+        }
+        return Err(e);
+    }
+    let deferred = |n_obs: usize, allow_fractional: bool| defer.then(|| DeferredCounts::new(n_obs, allow_fractional));
+    let (rn, pn) = (rsrc.shape().0, psrc.shape().0);
     Ok(Loaded {
-        real: LoadedFile { name: rname, source: rsrc, pert: rcat, chunk_rows: rchunk },
-        pred: LoadedFile { name: pname, source: psrc, pert: pcat, chunk_rows: pchunk },
+        real: LoadedFile { name: rname, source: rsrc, pert: rcat, chunk_rows: rchunk, deferred: deferred(rn, false) },
+        pred: LoadedFile {
+            name: pname,
+            source: psrc,
+            pert: pcat,
+            chunk_rows: pchunk,
+            deferred: deferred(pn, opts.allow_fractional),
+        },
         var_names: rv,
     })
+}
+
+/// Check the rows of a pair from [`load_pair_deferred`] that no pass has read; a row that breaks a rule is
+/// reported as [`exact_value_error`] would.
+pub fn verify_deferred(loaded: &Loaded, opts: &Vcc2026Options, progress: &dyn Progress) -> Result<()> {
+    let outcome = check_unseen_rows(&loaded.real, progress).and_then(|()| check_unseen_rows(&loaded.pred, progress));
+    match outcome {
+        Err(EvalError::DeferredValues { .. }) => Err(exact_value_error(loaded, opts, progress)),
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(()),
+    }
+}
+
+fn check_unseen_rows(file: &LoadedFile, progress: &dyn Progress) -> Result<(), EvalError> {
+    let Some(check) = &file.deferred else { return Ok(()) };
+    let unseen = check.unseen();
+    let (Some(first), Some(last)) = (unseen.iter().position(|&u| u), unseen.iter().rposition(|&u| u)) else {
+        return Ok(());
+    };
+    let keep = |r: usize| unseen.get(r).copied().unwrap_or(false);
+    let keep: &(dyn Fn(usize) -> bool + Sync) = &keep;
+    stream_rows_where(
+        file.source.as_ref(),
+        &file.name,
+        file.chunk_rows,
+        first..last + 1,
+        Some(keep),
+        progress,
+        |start, m| {
+            for (r, row) in m.outer_iterator().enumerate() {
+                if keep(start + r) {
+                    check.check_row(&file.name, start + r, row.data())?;
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// The error of rules 4–5 for a pair whose deferred checks failed: the full checks of real, then pred (rules 1–3
+/// passed already, and rule 6 comes after).
+pub fn exact_value_error(loaded: &Loaded, opts: &Vcc2026Options, progress: &dyn Progress) -> Vcc2026Error {
+    let (r, p) = (&loaded.real, &loaded.pred);
+    check_values(r.source.as_ref(), &r.name, r.chunk_rows, false, progress)
+        .and_then(|()| check_values(p.source.as_ref(), &p.name, p.chunk_rows, opts.allow_fractional, progress))
+        .err()
+        .unwrap_or_else(|| {
+            Vcc2026Error::Metric(format!(
+                "{}: a row broke a value rule while read, but a full check found none",
+                r.name
+            ))
+        })
 }
 
 /// Open and check the real file on its own (baseline arm, bundle): perturbation column, control, values, targets.
@@ -257,5 +397,5 @@ pub fn load_real(real: &Path, opts: &Vcc2026Options, progress: &dyn Progress) ->
     check_values(src.as_ref(), &name, chunk, false, progress)?;
     let perts: Vec<String> = labels.iter().filter(|l| **l != opts.control).cloned().collect();
     check_targets(&vars, &perts)?;
-    Ok((LoadedFile { name, source: src, pert: cat, chunk_rows: chunk }, vars))
+    Ok((LoadedFile { name, source: src, pert: cat, chunk_rows: chunk, deferred: None }, vars))
 }
