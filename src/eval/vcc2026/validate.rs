@@ -94,11 +94,12 @@ fn row_within_rules(values: &[f32], allow_fractional: bool) -> bool {
     let mut total = 0.0f64;
     let mut ok = true;
     for &v in values {
-        ok &= !(v < 0.0);
+        // NaN is not negative (it fails as a fraction)
+        ok &= v >= 0.0 || v.is_nan();
         ok &= allow_fractional || !has_fraction(v) || is_integral(v);
         total += v as f64;
     }
-    ok && !(total > MAX_COUNTS_PER_CELL)
+    ok && (total <= MAX_COUNTS_PER_CELL || total.is_nan())
 }
 
 impl LoadedFile {
