@@ -49,11 +49,18 @@ impl GroupRows {
     }
 
     fn push_row(&mut self, cols: &[u32], vals: &[f32]) {
-        for (&c, &v) in cols.iter().zip(vals) {
-            // an explicitly stored zero is a zero: it joins the implicit zeros' tie block
-            if v != 0.0 {
-                self.cols.push(c);
-                self.vals.push(v);
+        let n = cols.len().min(vals.len());
+        // explicitly stored zeros are rare: rows without one are copied whole (a fold, so it vectorises)
+        if vals[..n].iter().fold(true, |all, &v| all & (v != 0.0)) {
+            self.cols.extend_from_slice(&cols[..n]);
+            self.vals.extend_from_slice(&vals[..n]);
+        } else {
+            for (&c, &v) in cols.iter().zip(vals) {
+                // an explicitly stored zero is a zero: it joins the implicit zeros' tie block
+                if v != 0.0 {
+                    self.cols.push(c);
+                    self.vals.push(v);
+                }
             }
         }
         self.ends.push(self.cols.len());

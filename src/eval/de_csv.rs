@@ -65,10 +65,7 @@ pub fn write_de<W: Write + Send>(table: &DeTable, w: &mut W) -> std::io::Result<
 pub fn write_de_rows<W: Write + Send>(table: &DeTable, w: &mut W) -> std::io::Result<()> {
     use rayon::prelude::*;
     let n = table.n_rows();
-    let names = (
-        table.targets.iter().map(|t| csv_field(t)).collect::<Vec<_>>(),
-        table.features.iter().map(|f| csv_field(f)).collect::<Vec<_>>(),
-    );
+    let names = Fields::new(table);
     let window = ROWS_PER_BLOCK * 2 * rayon::current_num_threads().max(1);
     let format = |start: usize| -> std::io::Result<Vec<Vec<u8>>> {
         let end = (start + window).min(n);
@@ -145,25 +142,60 @@ impl Drop for DeCsvWriter {
     }
 }
 
-/// Rows `range` of `table`, formatted as CSV lines; `names` are the table's target and feature fields.
+/// Fields formatted once per table: the escaped target and feature names, and each feature's control mean (the
+/// same on every row of a table computed against one control).
+struct Fields<'a> {
+    targets: Vec<std::borrow::Cow<'a, str>>,
+    features: Vec<std::borrow::Cow<'a, str>>,
+    /// Per feature: the bits of the first row's `ref_mean` and their text.
+    ref_means: Vec<Option<(u32, String)>>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(table: &'a DeTable) -> Self {
+        let mut ref_means = vec![None; table.features.len()];
+        let mut f32b = ryu::Buffer::new();
+        for (&f, &r) in table.feature_idx.iter().zip(&table.ref_mean) {
+            match ref_means.get_mut(f as usize) {
+                Some(slot @ None) => *slot = Some((r.to_bits(), f32b.format(r).to_owned())),
+                Some(Some(_)) => {}
+                None => break,
+            }
+            if f as usize + 1 == table.features.len() {
+                break;
+            }
+        }
+        Fields {
+            targets: table.targets.iter().map(|t| csv_field(t)).collect(),
+            features: table.features.iter().map(|f| csv_field(f)).collect(),
+            ref_means,
+        }
+    }
+}
+
+/// Rows `range` of `table`, formatted as CSV lines.
 fn write_rows(
     table: &DeTable,
-    names: &(Vec<std::borrow::Cow<'_, str>>, Vec<std::borrow::Cow<'_, str>>),
+    names: &Fields<'_>,
     range: std::ops::Range<usize>,
     w: &mut impl Write,
 ) -> std::io::Result<()> {
     let mut f32b = ryu::Buffer::new();
     let mut f64b = ryu::Buffer::new();
     let mut itoa = itoa::Buffer::new();
-    let (targets, features) = names;
     for i in range {
-        w.write_all(targets[table.target_idx[i] as usize].as_bytes())?;
+        let f = table.feature_idx[i] as usize;
+        w.write_all(names.targets[table.target_idx[i] as usize].as_bytes())?;
         w.write_all(b",")?;
-        w.write_all(features[table.feature_idx[i] as usize].as_bytes())?;
+        w.write_all(names.features[f].as_bytes())?;
         w.write_all(b",")?;
         w.write_all(f32b.format(table.target_mean[i]).as_bytes())?;
         w.write_all(b",")?;
-        w.write_all(f32b.format(table.ref_mean[i]).as_bytes())?;
+        let r = table.ref_mean[i];
+        match names.ref_means.get(f) {
+            Some(Some((bits, text))) if *bits == r.to_bits() => w.write_all(text.as_bytes())?,
+            _ => w.write_all(f32b.format(r).as_bytes())?,
+        }
         w.write_all(b",")?;
         w.write_all(itoa.format(table.target_membership[i]).as_bytes())?;
         w.write_all(b",")?;
@@ -329,5 +361,32 @@ mod tests {
         assert_eq!(back.features, t.features);
         assert_eq!(back.target_mean, t.target_mean);
         assert!(back.percent_change[1].is_nan());
+    }
+
+    #[test]
+    fn control_means_that_differ_between_targets_are_written_as_stored() {
+        // ref_mean is formatted once per feature; a table whose rows disagree on it (e.g. read from another tool's
+        // CSV) must still get each row's own value
+        let rows = 6;
+        let t = DeTable {
+            targets: vec!["G1".into(), "G2".into(), "G3".into()],
+            features: vec!["A".into(), "B".into()],
+            target_idx: vec![0, 0, 1, 1, 2, 2],
+            feature_idx: vec![0, 1, 0, 1, 1, 0],
+            target_mean: vec![1.5; rows],
+            ref_mean: vec![0.25, 0.5, 0.25, 0.75, 0.5, 0.125],
+            target_membership: vec![3; rows],
+            ref_membership: vec![9; rows],
+            log2_fold_change: vec![0.0; rows],
+            percent_change: vec![0.0; rows],
+            p_value: vec![1.0; rows],
+            statistic: vec![4.5; rows],
+            fdr: vec![1.0; rows],
+        };
+        let mut buf = Vec::new();
+        write_de(&t, &mut buf).unwrap();
+        let refs: Vec<String> =
+            String::from_utf8(buf).unwrap().lines().skip(1).map(|l| l.split(',').nth(3).unwrap().to_owned()).collect();
+        assert_eq!(refs, ["0.25", "0.5", "0.25", "0.75", "0.5", "0.125"]);
     }
 }
