@@ -566,16 +566,22 @@ fn probe(s: &mut Scanned, opts: &InputOptions) -> Result<()> {
     Ok(())
 }
 
-/// Step 2 in full: every stored value, then the transform (or the file's step-2 error).
-fn full_scan(s: &mut Scanned, opts: &InputOptions, progress: &dyn Progress) -> Result<()> {
-    let name = s.path.display().to_string();
-    let (n_obs, n_vars) = s.source.shape();
+/// Every stored value of `source` through [`ScanStats`] (one streaming pass).
+fn scan_stats(source: &dyn CellSource, name: &str, chunk_rows: usize, progress: &dyn Progress) -> Result<ScanStats> {
+    let (n_obs, n_vars) = source.shape();
     progress.stage(&format!("scanning {name}"), n_obs as u64);
     let mut stats = ScanStats::new(n_obs, n_vars);
-    stream_values(s.source.as_ref(), &name, s.chunk_rows, progress, |_, values| {
+    stream_values(source, name, chunk_rows, progress, |_, values| {
         stats.push_cell(values);
         Ok(())
     })?;
+    Ok(stats)
+}
+
+/// Step 2 in full: every stored value, then the transform (or the file's step-2 error).
+fn full_scan(s: &mut Scanned, opts: &InputOptions, progress: &dyn Progress) -> Result<()> {
+    let name = s.path.display().to_string();
+    let stats = scan_stats(s.source.as_ref(), &name, s.chunk_rows, progress)?;
     s.transform = decide_transform(&name, &stats, opts.allow_discrete)?;
     s.row_nnz = stats.cell_nnz.clone();
     s.stats = stats;
@@ -832,13 +838,11 @@ pub fn exact_value_error(
     let mut scanned = Vec::with_capacity(2);
     for file in [real, pred] {
         let name = file.name();
-        progress.stage(&format!("scanning {name}"), file.n_obs as u64);
-        let mut stats = ScanStats::new(file.n_obs, file.n_vars);
-        let streamed = stream_values(file.source.as_ref(), &name, file.chunk_rows, progress, |_, values| {
-            stats.push_cell(values);
-            Ok(())
-        });
-        if let Err(e) = streamed.and_then(|()| decide_transform(&name, &stats, opts.allow_discrete)) {
+        let stats = match scan_stats(file.source.as_ref(), &name, file.chunk_rows, progress) {
+            Ok(stats) => stats,
+            Err(e) => return e,
+        };
+        if let Err(e) = decide_transform(&name, &stats, opts.allow_discrete) {
             return e;
         }
         scanned.push((name, stats));
