@@ -195,8 +195,9 @@ impl<T: RankKey> SortedReference<T> {
                 (Some(a), Some(b)) => (a.key(), b.key()),
                 _ => (0, 0),
             };
-            // about two values per bucket
-            let target = (ys.len() / 2).max(1).next_power_of_two() as u64;
+            // about two buckets per value: with clustered values most buckets still hold at most
+            // `Lookup::SHORT` values, which `locate` counts without a branch
+            let target = (ys.len() * 2).max(1).next_power_of_two() as u64;
             let mut shift = 0u32;
             // (keys order like values for positive floats; inputs are checked non-negative before any test)
             let span = last.saturating_sub(first);
@@ -406,6 +407,9 @@ struct Lookup<'a, T> {
 }
 
 impl<T: RankKey> Lookup<'_, T> {
+    /// Buckets of at most this many values are counted branch-free.
+    const SHORT: usize = 4;
+
     /// (values < v, values <= v) in the column: a bucket lookup, then a search inside the bucket (about two
     /// values).
     #[inline(always)]
@@ -419,6 +423,20 @@ impl<T: RankKey> Lookup<'_, T> {
         } else {
             let j = ((k - bk.first) >> bk.shift) as usize;
             let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
+            if e - s <= Self::SHORT {
+                // count the bucket's values below and at v: fixed trip count, no data-dependent branch
+                // (an index past the bucket is clamped into the column and its comparison masked out)
+                let last = ys.len() - 1;
+                let (mut lo, mut hi) = (s, s);
+                for i in 0..Self::SHORT {
+                    let at = s + i;
+                    let y = ys[at.min(last)];
+                    let inside = at < e;
+                    lo += (inside & (y < v)) as usize;
+                    hi += (inside & (y <= v)) as usize;
+                }
+                return (lo, hi);
+            }
             let lo = s + ys[s..e].partition_point(|&y| y < v);
             let mut hi = lo;
             while hi < e && ys[hi] == v {
