@@ -279,18 +279,23 @@ impl Default for PassOptions {
     }
 }
 
-/// Batches of group indices whose collected cells fit the budget.
-fn plan_batches(side: &Side, groups: &[usize], opts: &PassOptions) -> Vec<Vec<usize>> {
+/// Estimated bytes of a group's collected cells and per-group results.
+fn group_cost(side: &Side, g: usize) -> usize {
     let (n_obs, n_vars) = side.source.shape();
     let per_row = match side.source.nnz_hint() {
         Some(nnz) if n_obs > 0 => (nnz as usize / n_obs).max(1),
         _ => n_vars.max(1),
     };
+    side.groups[g].rows.len() * per_row * 8 + n_vars * 16
+}
+
+/// Batches of group indices whose collected cells fit the budget.
+fn plan_batches(side: &Side, groups: &[usize], opts: &PassOptions) -> Vec<Vec<usize>> {
     let mut out: Vec<Vec<usize>> = Vec::new();
     let mut cur: Vec<usize> = Vec::new();
     let mut used = 0usize;
     for &g in groups {
-        let cost = side.groups[g].rows.len() * per_row * 8 + n_vars * 16;
+        let cost = group_cost(side, g);
         if !cur.is_empty() && used + cost > opts.batch_bytes {
             out.push(std::mem::take(&mut cur));
             used = 0;
@@ -322,60 +327,65 @@ pub fn analyse_side(
     }
     let mut bulk = vec![Vec::new(); ng];
     let mut jk = vec![0.0; ng];
-    // control first
-    progress.stage(&format!("{}: control", side.name), side.source.shape().0 as u64);
-    let ctrl_rows = collect_rows(side, &[side.control], progress)?.pop().unwrap_or_default();
-    let (b, j) = jackknife::bulk_and_jackknife(&ctrl_rows, n_vars);
-    bulk[side.control] = b;
-    jk[side.control] = j;
-    let own_ref = match reference {
-        RefChoice::Own => Some(de::Reference::build(&ctrl_rows, n_vars)),
-        _ => None,
+    let others: Vec<usize> = (0..ng).filter(|&g| g != side.control).collect();
+    let mut de_rows: Vec<Option<de::GroupDe>> = vec![None; ng];
+    // Batch k + 1 is read on another thread while batch k is analysed here, so two batches are held at once:
+    // each gets half of the budget.
+    let half = PassOptions { batch_bytes: opts.batch_bytes / 2 };
+    let batches = plan_batches(side, &others, &half);
+    // the control comes in the first batch's pass: its cells are spread over the file like every group's
+    let first: Vec<usize> =
+        std::iter::once(side.control).chain(batches.first().into_iter().flatten().copied()).collect();
+    progress.stage(&format!("{}: control + {} groups", side.name, first.len() - 1), side.source.shape().0 as u64);
+    let mut first_rows = collect_rows(side, &first, progress)?;
+    let ctrl_rows = first_rows.remove(0);
+    let read = |batch: &[usize]| {
+        progress.stage(&format!("{}: {} groups", side.name, batch.len()), side.source.shape().0 as u64);
+        collect_rows(side, batch, progress)
     };
-    drop(ctrl_rows);
+    let panicked = || Vcc2026Error::Metric(format!("{}: a reading thread panicked", side.name));
+    let own_ref = std::thread::scope(|ts| -> Result<Option<de::Reference>> {
+        let mut reader = batches.get(1).map(|b| ts.spawn(move || read(b)));
+        // the control's profile and (when the side is its own reference) the reference, on the two cores
+        let ((b, j), own_ref) = rayon::join(
+            || jackknife::bulk_and_jackknife(&ctrl_rows, n_vars),
+            || matches!(reference, RefChoice::Own).then(|| de::Reference::build(&ctrl_rows, n_vars)),
+        );
+        drop(ctrl_rows);
+        bulk[side.control] = b;
+        jk[side.control] = j;
+        let de_ref: Option<&de::Reference> = match reference {
+            RefChoice::Own => own_ref.as_ref(),
+            RefChoice::External(r) => Some(r),
+            RefChoice::None => None,
+        };
+        let mut rows = first_rows;
+        for (i, batch) in batches.iter().enumerate() {
+            if i > 0 {
+                rows = match reader.take() {
+                    Some(handle) => handle.join().map_err(|_| panicked())??,
+                    None => return Err(panicked()),
+                };
+                reader = batches.get(i + 1).map(|b| ts.spawn(move || read(b)));
+            }
+            let res: Vec<(Vec<f64>, f64)> = rows.par_iter().map(|r| jackknife::bulk_and_jackknife(r, n_vars)).collect();
+            let des: Vec<Option<de::GroupDe>> = match de_ref {
+                Some(rf) => de::test_batch(&rows.iter().collect::<Vec<_>>(), rf).into_iter().map(Some).collect(),
+                None => vec![None; rows.len()],
+            };
+            for ((&g, (b, j)), d) in batch.iter().zip(res).zip(des) {
+                bulk[g] = b;
+                jk[g] = j;
+                de_rows[g] = d;
+            }
+        }
+        Ok(own_ref)
+    })?;
     let de_ref: Option<&de::Reference> = match reference {
         RefChoice::Own => own_ref.as_ref(),
         RefChoice::External(r) => Some(r),
         RefChoice::None => None,
     };
-    let others: Vec<usize> = (0..ng).filter(|&g| g != side.control).collect();
-    let mut de_rows: Vec<Option<de::GroupDe>> = vec![None; ng];
-    // Batch k + 1 is read while batch k is analysed on another thread, so two batches are held at once: each
-    // gets half of the budget.
-    let half = PassOptions { batch_bytes: opts.batch_bytes / 2 };
-    type Analysed = (Vec<(Vec<f64>, f64)>, Vec<Option<de::GroupDe>>);
-    let analyse = |rows: Vec<Rows>| -> Analysed {
-        let res = rows.par_iter().map(|r| jackknife::bulk_and_jackknife(r, n_vars)).collect();
-        let des = match de_ref {
-            Some(rf) => de::test_batch(&rows.iter().collect::<Vec<_>>(), rf).into_iter().map(Some).collect(),
-            None => vec![None; rows.len()],
-        };
-        (res, des)
-    };
-    let mut store = |batch: &[usize], (res, des): Analysed| {
-        for ((&g, (b, j)), d) in batch.iter().zip(res).zip(des) {
-            bulk[g] = b;
-            jk[g] = j;
-            de_rows[g] = d;
-        }
-    };
-    let panicked = || Vcc2026Error::Metric(format!("{}: an analysis thread panicked", side.name));
-    std::thread::scope(|ts| -> Result<()> {
-        let mut pending: Option<(Vec<usize>, std::thread::ScopedJoinHandle<Analysed>)> = None;
-        for batch in plan_batches(side, &others, &half) {
-            progress.stage(&format!("{}: {} groups", side.name, batch.len()), side.source.shape().0 as u64);
-            let rows = collect_rows(side, &batch, progress)?;
-            if let Some((done, handle)) = pending.take() {
-                store(&done, handle.join().map_err(|_| panicked())?);
-            }
-            let analyse = &analyse;
-            pending = Some((batch, ts.spawn(move || analyse(rows))));
-        }
-        if let Some((done, handle)) = pending.take() {
-            store(&done, handle.join().map_err(|_| panicked())?);
-        }
-        Ok(())
-    })?;
     let stats = SideStats {
         labels: side.labels(),
         control: side.control,
