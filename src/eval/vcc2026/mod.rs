@@ -309,9 +309,10 @@ fn plan_batches(side: &Side, groups: &[usize], opts: &PassOptions) -> Vec<Vec<us
     out
 }
 
-/// Bulk profiles, jackknife corrections and (when `de_ref` is `Some`) the DE of every non-control group against
-/// the reference. `own_reference`: build the reference from this side's own control (anchor halves,
-/// `control_source: pred`); otherwise `external` is used.
+/// Bulk profiles, jackknife corrections and (unless `reference` is `None`) the DE of every non-control group
+/// against the reference: `Own` builds it from this side's control (the real side, anchor halves,
+/// `control_source: pred`), `External` takes another side's. One pass over `X` per batch of groups; the control
+/// is read in the first batch's pass, and batch k + 1 is read on a thread while batch k is analysed.
 pub fn analyse_side(
     side: &Side,
     reference: RefChoice<'_>,
