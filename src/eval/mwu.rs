@@ -410,8 +410,8 @@ impl<T: RankKey> Lookup<'_, T> {
     /// Buckets of at most this many values are counted branch-free.
     const SHORT: usize = 4;
 
-    /// (values < v, values <= v) in the column: a bucket lookup, then a search inside the bucket (about two
-    /// values).
+    /// (values < v, values <= v) in the column: a bucket lookup, then a count of the bucket's values (usually at
+    /// most [`Self::SHORT`]; a search in a longer one).
     #[inline(always)]
     fn locate(&self, v: T) -> (usize, usize) {
         let (ys, bk, starts) = (self.ys, self.bk, self.starts);

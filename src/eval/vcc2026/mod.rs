@@ -279,23 +279,18 @@ impl Default for PassOptions {
     }
 }
 
-/// Estimated bytes of a group's collected cells and per-group results.
-fn group_cost(side: &Side, g: usize) -> usize {
+/// Batches of group indices whose collected cells fit the budget.
+fn plan_batches(side: &Side, groups: &[usize], opts: &PassOptions) -> Vec<Vec<usize>> {
     let (n_obs, n_vars) = side.source.shape();
     let per_row = match side.source.nnz_hint() {
         Some(nnz) if n_obs > 0 => (nnz as usize / n_obs).max(1),
         _ => n_vars.max(1),
     };
-    side.groups[g].rows.len() * per_row * 8 + n_vars * 16
-}
-
-/// Batches of group indices whose collected cells fit the budget.
-fn plan_batches(side: &Side, groups: &[usize], opts: &PassOptions) -> Vec<Vec<usize>> {
     let mut out: Vec<Vec<usize>> = Vec::new();
     let mut cur: Vec<usize> = Vec::new();
     let mut used = 0usize;
     for &g in groups {
-        let cost = group_cost(side, g);
+        let cost = side.groups[g].rows.len() * per_row * 8 + n_vars * 16;
         if !cur.is_empty() && used + cost > opts.batch_bytes {
             out.push(std::mem::take(&mut cur));
             used = 0;
@@ -355,11 +350,7 @@ pub fn analyse_side(
         drop(ctrl_rows);
         bulk[side.control] = b;
         jk[side.control] = j;
-        let de_ref: Option<&de::Reference> = match reference {
-            RefChoice::Own => own_ref.as_ref(),
-            RefChoice::External(r) => Some(r),
-            RefChoice::None => None,
-        };
+        let de_ref = reference.resolve(own_ref.as_ref());
         let mut rows = first_rows;
         for (i, batch) in batches.iter().enumerate() {
             if i > 0 {
@@ -382,11 +373,7 @@ pub fn analyse_side(
         }
         Ok(own_ref)
     })?;
-    let de_ref: Option<&de::Reference> = match reference {
-        RefChoice::Own => own_ref.as_ref(),
-        RefChoice::External(r) => Some(r),
-        RefChoice::None => None,
-    };
+    let de_ref = reference.resolve(own_ref.as_ref());
     let stats = SideStats {
         labels: side.labels(),
         control: side.control,
@@ -424,6 +411,17 @@ pub enum RefChoice<'a> {
     Own,
     /// Another side's control (the real control for the pred side under `control_source: real`).
     External(&'a de::Reference),
+}
+
+impl<'a> RefChoice<'a> {
+    /// The reference the DE runs against, given the side's own (built only for `Own`).
+    fn resolve(self, own: Option<&'a de::Reference>) -> Option<&'a de::Reference> {
+        match self {
+            RefChoice::Own => own,
+            RefChoice::External(r) => Some(r),
+            RefChoice::None => None,
+        }
+    }
 }
 
 pub use validate::{load_pair, Loaded};
