@@ -224,6 +224,23 @@ impl<T: RankKey> SortedReference<T> {
         self.n
     }
 
+    /// Reads one word per cache line of column `c`'s values and bucket table, in order, so that the hardware
+    /// prefetcher streams them in before the (random) lookups into the column start.
+    pub fn warm(&self, c: usize) -> u64 {
+        let Some(bk) = self.buckets.get(c) else { return 0 };
+        let ys = self.column(c);
+        let next = self.buckets.get(c + 1).map_or(self.starts.len(), |b| b.offset);
+        let starts = &self.starts[bk.offset..next];
+        let mut acc = 0u64;
+        for y in ys.iter().step_by(64 / std::mem::size_of::<T>().max(1)) {
+            acc ^= y.key();
+        }
+        for &s in starts.iter().step_by(16) {
+            acc ^= s as u64;
+        }
+        acc
+    }
+
     /// Sorted positive values of column `c`.
     pub fn column(&self, c: usize) -> &[T] {
         &self.vals[self.ptr[c]..self.ptr[c + 1]]
