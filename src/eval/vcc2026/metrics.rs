@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rayon::prelude::*;
+
 use super::de::DeTable;
 use super::validate::gene_positions;
 use super::{Result, SideStats, Vcc2026Error, ALPHA, BULK_TARGET_SUM};
@@ -134,22 +136,26 @@ fn expression_and_pds(
     let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
     let rn: Vec<f64> = rd.iter().map(|v| norm(v)).collect();
     let pn: Vec<f64> = pd.iter().map(|v| norm(v)).collect();
-    let mut pds = Vec::with_capacity(n);
-    for i in 0..n {
-        let d: Vec<f64> = (0..n)
-            .map(|j| {
-                let den = pn[i] * rn[j];
-                let cos =
-                    if den != 0.0 { pd[i].iter().zip(&rd[j]).map(|(a, b)| a * b).sum::<f64>() / den } else { 0.0 };
-                (1.0 - cos).clamp(0.0, 2.0)
-            })
-            .collect();
-        let m = d[i];
-        let less = d.iter().filter(|&&x| x < m).count() as f64;
-        let eq = d.iter().filter(|&&x| x == m).count() as f64;
-        let k = less + (eq - 1.0) / 2.0;
-        pds.push(Some(if n > 1 { 1.0 - k / (n as f64 - 1.0) } else { 1.0 }));
-    }
+    // n² dot products over the panel (150² × 18k on the big pair, ~0.4 s on one core): rows in parallel, each
+    // computed exactly as before
+    let pds: Vec<Option<f64>> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let d: Vec<f64> = (0..n)
+                .map(|j| {
+                    let den = pn[i] * rn[j];
+                    let cos =
+                        if den != 0.0 { pd[i].iter().zip(&rd[j]).map(|(a, b)| a * b).sum::<f64>() / den } else { 0.0 };
+                    (1.0 - cos).clamp(0.0, 2.0)
+                })
+                .collect();
+            let m = d[i];
+            let less = d.iter().filter(|&&x| x < m).count() as f64;
+            let eq = d.iter().filter(|&&x| x == m).count() as f64;
+            let k = less + (eq - 1.0) / 2.0;
+            Some(if n > 1 { 1.0 - k / (n as f64 - 1.0) } else { 1.0 })
+        })
+        .collect();
     out.values.insert(PDS_COSINE, pds);
 
     // ---- expression family
