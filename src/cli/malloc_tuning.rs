@@ -8,9 +8,10 @@
 //!
 //! One arena: a pass's rows are allocated on a reading thread and freed on the analysing one, and with an arena
 //! per thread that memory was evidently not reused by the next pass's reader (a new thread), which faulted in fresh
-//! pages (recycling the row buffers by hand did not remove the faults; one arena did). vcc2026 on the big counts pair (Intel, A/B 4 runs each): 540–630 k → 260–290 k page faults, kernel time
-//! 1.9–2.1 → 1.4–1.6 s, peak RSS 1.09–1.19 → 0.98–0.99 GB. The evaluation's allocations are few and large, so the
-//! shared arena's lock is not contended.
+//! pages (recycling the row buffers by hand did not remove the faults; one arena did). vcc2026 on the big counts
+//! pair (Intel, A/B 4 runs each): 540–630 k → 260–290 k page faults, kernel time 1.9–2.1 → 1.4–1.6 s, peak RSS
+//! 1.09–1.19 → 0.98–0.99 GB. The evaluation's allocations are few and large, so the shared arena's lock is not
+//! contended.
 
 /// Serve allocations up to 32 MB from the heap, trim its top only beyond 64 MB of free memory (a larger
 /// threshold was no faster and kept ~100 MB more resident), and share one arena between threads.
