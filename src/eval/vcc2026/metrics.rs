@@ -322,25 +322,21 @@ pub fn lfc_gate(
 fn de_members(var_names: &[String], real: &DeTable, pred: &DeTable, perts: &[String], out: &mut MemberValues) {
     let gpos = gene_positions(var_names);
     let feats: HashSet<usize> = real.genes.iter().copied().collect();
-    let (mut jac, mut nmae, mut fid, mut reach) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for p in perts {
+    // (sig_jaccard, lfc_nmae, fidelity, reach) of one perturbation; the perturbations run in parallel
+    let one = |p: &String| -> [Option<f64>; 4] {
         let own = gpos.get(p).copied().filter(|g| feats.contains(g));
         let (Some(r), Some(q)) = (PertRows::new(real, p), PertRows::new(pred, p)) else {
-            jac.push(Some(f64::NAN));
-            nmae.push(None);
-            fid.push(Some(f64::NAN));
-            reach.push(Some(f64::NAN));
-            continue;
+            return [Some(f64::NAN), None, Some(f64::NAN), Some(f64::NAN)];
         };
         // sig_jaccard
         let rs = r.sig(own);
         let qs = q.sig(own);
         let inter = rs.intersection(&qs).count();
         let uni = rs.union(&qs).count();
-        jac.push(Some(if uni == 0 { 1.0 } else { inter as f64 / uni as f64 }));
+        let jac = Some(if uni == 0 { 1.0 } else { inter as f64 / uni as f64 });
         // lfc_nmae
         let gate = lfc_gate(real, p, &feats, &gpos);
-        nmae.push(lfc_nmae_one(&gate, |g| q.lfc(g)));
+        let nmae = lfc_nmae_one(&gate, |g| q.lfc(g));
         // inner join (pred ∩ real genes), own removed
         let joined: Vec<usize> =
             pred.genes.iter().copied().filter(|g| r.pos.contains_key(g) && Some(*g) != own).collect();
@@ -385,7 +381,7 @@ fn de_members(var_names: &[String], real: &DeTable, pred: &DeTable, perts: &[Str
             }
         }
         let denom = n_pred.max(n_conf);
-        fid.push(Some(if denom == 0 { f64::NAN } else { k as f64 / denom as f64 }));
+        let fid = Some(if denom == 0 { f64::NAN } else { k as f64 / denom as f64 });
         pool.sort_by(|a, b| {
             b.sigp
                 .cmp(&a.sigp)
@@ -402,12 +398,13 @@ fn de_members(var_names: &[String], real: &DeTable, pred: &DeTable, perts: &[Str
                 kstar = kstar.max(nd);
             }
         }
-        reach.push(Some(if n_conf == 0 { f64::NAN } else { kstar as f64 / n_conf as f64 }));
+        let reach = Some(if n_conf == 0 { f64::NAN } else { kstar as f64 / n_conf as f64 });
+        [jac, nmae, fid, reach]
+    };
+    let rows: Vec<[Option<f64>; 4]> = perts.par_iter().map(one).collect();
+    for (i, name) in [SIG_JACCARD, LFC_NMAE, FIDELITY, REACH].into_iter().enumerate() {
+        out.values.insert(name, rows.iter().map(|r| r[i]).collect());
     }
-    out.values.insert(SIG_JACCARD, jac);
-    out.values.insert(LFC_NMAE, nmae);
-    out.values.insert(FIDELITY, fid);
-    out.values.insert(REACH, reach);
 }
 
 /// All ten members.
