@@ -231,8 +231,10 @@ impl<T: RankKey> SortedReference<T> {
         let ys = self.column(c);
         let next = self.buckets.get(c + 1).map_or(self.starts.len(), |b| b.offset);
         let starts = &self.starts[bk.offset..next];
+        // one value per 64-byte line (at least 1: a step of 0 would panic)
+        let per_line = (64 / std::mem::size_of::<T>().max(1)).max(1);
         let mut acc = 0u64;
-        for y in ys.iter().step_by(64 / std::mem::size_of::<T>().max(1)) {
+        for y in ys.iter().step_by(per_line) {
             acc ^= y.key();
         }
         for &s in starts.iter().step_by(16) {
