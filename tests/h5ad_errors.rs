@@ -159,6 +159,15 @@ fn indices_out_of_range() {
     edit(&p, |f| replace(f, "X/indices", &[0i32, 3, 1, 4, 2, 0, 3, 1]));
     let err = H5adReader::open(&p).unwrap().read_x().unwrap_err();
     assert_mentions(&err, &p, &["/X/indices", "out of range", "n_vars = 4"]);
+    // the row-filtered read (the evaluation passes) names the first bad entry, negative ones included
+    let keep_all = |_: usize| true;
+    let err = H5adReader::open(&p).unwrap().read_x_rows_where(0, 6, &keep_all).unwrap_err();
+    assert_mentions(&err, &p, &["/X/indices", "indices[3] = 4 out of range", "n_vars = 4"]);
+    let p = valid(dir.path(), "idxneg.h5ad");
+    edit(&p, |f| replace(f, "X/indices", &[0i32, 3, 2, 1, 0, 3, -7, 1]));
+    let keep_row_4 = |r: usize| r == 4;
+    let err = H5adReader::open(&p).unwrap().read_x_rows_where(0, 6, &keep_row_4).unwrap_err();
+    assert_mentions(&err, &p, &["/X/indices", "indices[6] = -7 out of range"]);
 
     let p = valid(dir.path(), "datalen.h5ad");
     edit(&p, |f| replace(f, "X/data", &[1f32, 2.0]));

@@ -167,14 +167,38 @@ pub(crate) fn read_indices_raw(ctx: Ctx<'_>, c: &Container, element: &str, range
 }
 
 impl RawIndices {
-    /// Entry `k` as u32 if it is below `bound`.
+    /// Appends entries `range` to `out` as u32 if every one is below `bound`; otherwise appends nothing and
+    /// returns the first entry that is not (or `range.start` if the range is out of bounds).
     #[inline]
-    pub(crate) fn get_below(&self, k: usize, bound: usize) -> Option<u32> {
-        let v = match self {
-            RawIndices::I32(v) => u64::try_from(*v.get(k)?).ok()?,
-            RawIndices::U64(v) => *v.get(k)?,
-        };
-        (v < bound as u64).then_some(v as u32)
+    pub(crate) fn extend_below(
+        &self,
+        range: Range<usize>,
+        bound: usize,
+        out: &mut Vec<u32>,
+    ) -> std::result::Result<(), usize> {
+        let first = range.start;
+        match self {
+            RawIndices::I32(v) => {
+                let s = v.get(range).ok_or(first)?;
+                let bound = i64::try_from(bound).unwrap_or(i64::MAX);
+                // one branch-free pass to check, one to convert: both vectorise
+                if s.iter().fold(true, |ok, &x| ok & (x >= 0) & (i64::from(x) < bound)) {
+                    out.extend(s.iter().map(|&x| x as u32));
+                    return Ok(());
+                }
+                Err(first + s.iter().position(|&x| x < 0 || i64::from(x) >= bound).unwrap_or(0))
+            }
+            RawIndices::U64(v) => {
+                let s = v.get(range).ok_or(first)?;
+                match s.iter().position(|&x| x >= bound as u64) {
+                    None => {
+                        out.extend(s.iter().map(|&x| x as u32));
+                        Ok(())
+                    }
+                    Some(k) => Err(first + k),
+                }
+            }
+        }
     }
 
     /// Entry `k` as stored (for messages).

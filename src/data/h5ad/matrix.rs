@@ -288,16 +288,13 @@ impl SparseNode {
             for r in r0..r1 {
                 if kept[r - start] {
                     let (s, e) = (indptr[r] - a, indptr[r + 1] - a);
-                    for k in s..e {
-                        let c = raw.get_below(k, self.shape.1).ok_or_else(|| {
-                            let v = raw.get_i128(k).unwrap_or_default();
-                            ctx.invalid(
-                                &idx_element,
-                                format!("indices[{}] = {v} out of range (n_vars = {})", a + k, self.shape.1),
-                            )
-                        })?;
-                        indices.push(c);
-                    }
+                    raw.extend_below(s..e, self.shape.1, &mut indices).map_err(|k| {
+                        let v = raw.get_i128(k).unwrap_or_default();
+                        ctx.invalid(
+                            &idx_element,
+                            format!("indices[{}] = {v} out of range (n_vars = {})", a + k, self.shape.1),
+                        )
+                    })?;
                     vals.extend_from_slice(data.get(s..e).unwrap_or_default());
                 }
                 out_ptr.push(indices.len());
