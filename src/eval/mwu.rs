@@ -299,6 +299,12 @@ impl<T: RankKey> SortedReference<T> {
     /// m²/2 for their ranks among themselves), and with no duplicates each value's tie term needs only the
     /// control's count of it. Every term is a multiple of ½, so the f64 sums are exact and equal the sorted path's.
     pub fn rank_sum_and_ties_distinct(&self, x_nz: &[T], n1: usize, c: usize) -> (f64, f64) {
+        self.rank_sum_and_ties_with(x_nz, n1, c, |_| {})
+    }
+
+    /// [`Self::rank_sum_and_ties_distinct`], calling `each` on every value in the same pass.
+    #[inline(always)]
+    fn rank_sum_and_ties_with(&self, x_nz: &[T], n1: usize, c: usize, mut each: impl FnMut(T)) -> (f64, f64) {
         let col = self.lookup(c);
         let ys = col.ys;
         let zx = n1 - x_nz.len();
@@ -312,6 +318,7 @@ impl<T: RankKey> SortedReference<T> {
             sum_lo += lo;
             sum_b += b;
             sum_b2 += b * b;
+            each(v);
         }
         // R1 = zeros' ranks + Σ (zeros + lo + ½ + b/2) + m²/2 (every term a multiple of ½: exact in f64)
         let m = x_nz.len() as f64;
@@ -338,30 +345,14 @@ impl<T: RankKey + Ord> SortedReference<T> {
         c: usize,
         scratch: &mut RankScratch<T>,
     ) -> (f64, f64) {
-        let col = self.lookup(c);
-        let zx = n1 - x_nz.len();
-        let zy = self.n - col.ys.len();
-        let t0 = (zx + zy) as f64;
         let RankScratch { filter, suspects } = scratch;
         suspects.clear();
         let epoch = filter.next_epoch();
-        // one pass: each value's place in the control (as in `rank_sum_and_ties_distinct`) and its hash slot
-        let (mut sum_lo, mut sum_b, mut sum_b2) = (0usize, 0usize, 0usize);
-        for &v in x_nz {
-            let (lo, hi) = col.locate(v);
-            let b = hi - lo;
-            sum_lo += lo;
-            sum_b += b;
-            sum_b2 += b * b;
-            filter.insert(epoch, v, suspects);
-        }
-        let m = x_nz.len() as f64;
-        let r1 = zx as f64 * (t0 + 1.0) / 2.0
-            + m * m / 2.0
-            + (m * (2.0 * t0 + 1.0) + 2.0 * sum_lo as f64 + sum_b as f64) / 2.0;
-        let mut ties = t0 * t0 * t0 - t0 + self.ties[c] + 3.0 * (sum_b2 + sum_b) as f64;
+        // one pass: each value's place in the control and its hash slot
+        let (r1, mut ties) = self.rank_sum_and_ties_with(x_nz, n1, c, |v| filter.insert(epoch, v, suspects));
         if !suspects.is_empty() {
             suspects.sort_unstable();
+            let col = self.lookup(c);
             for run in suspects.chunk_by(|p, q| p == q).filter(|run| run.len() > 1) {
                 let (lo, hi) = col.locate(run[0]);
                 let (a, b) = (run.len() as f64, (hi - lo) as f64);
