@@ -133,42 +133,67 @@ pub(crate) fn read_indices_u32(
     axis: &str,
 ) -> Result<Vec<u32>> {
     let offset = range.as_ref().map_or(0, |r| r.start);
-    let out_of_range = |k: usize, v: i128| {
-        ctx.invalid(element, format!("indices[{}] = {v} out of range ({axis} = {bound})", offset + k))
-    };
-    let desc = descriptor(ctx, c, element)?;
-    if let Desc::Known(TD::Integer(hdf5::types::IntSize::U4)) = desc {
-        let raw = read_vec::<i32>(c, range).at(ctx, element)?;
-        if let Some((k, &v)) = raw.iter().enumerate().find(|(_, &v)| v < 0 || v as usize >= bound) {
-            return Err(out_of_range(k, v as i128));
-        }
-        return Ok(raw.into_iter().map(|v| v as u32).collect());
+    let raw = read_indices_raw(ctx, c, element, range)?;
+    if let Some(k) = raw.first_not_below(0..raw.len(), bound) {
+        let v = raw.get_i128(k).unwrap_or_default();
+        return Err(ctx.invalid(element, format!("indices[{}] = {v} out of range ({axis} = {bound})", offset + k)));
     }
-    let raw = read_u64(ctx, c, element, range)?;
-    if let Some((k, &v)) = raw.iter().enumerate().find(|(_, &v)| v >= bound as u64) {
-        return Err(out_of_range(k, v as i128));
-    }
-    Ok(raw.into_iter().map(|v| v as u32).collect())
+    Ok(raw.into_u32())
 }
 
-/// Column indices as stored, without conversion or checks, for [`crate::data::h5ad::H5adReader::read_x_rows_where`]:
-/// int32 (anndata's default) as is, other integer types through [`read_u64`] (checked non-negative).
+/// Column indices as stored, without conversion or checks: int32 (anndata's default) as is, other integer types
+/// through [`read_u64`] (checked non-negative).
 pub(crate) enum RawIndices {
     I32(Vec<i32>),
     U64(Vec<u64>),
 }
 
-pub(crate) fn read_indices_raw(ctx: Ctx<'_>, c: &Container, element: &str, range: Range<usize>) -> Result<RawIndices> {
+pub(crate) fn read_indices_raw(
+    ctx: Ctx<'_>,
+    c: &Container,
+    element: &str,
+    range: Option<Range<usize>>,
+) -> Result<RawIndices> {
     let desc = descriptor(ctx, c, element)?;
     if let Desc::Known(TD::Integer(hdf5::types::IntSize::U4)) = desc {
-        return Ok(RawIndices::I32(read_vec::<i32>(c, Some(range)).at(ctx, element)?));
+        return Ok(RawIndices::I32(read_vec::<i32>(c, range).at(ctx, element)?));
     }
-    Ok(RawIndices::U64(read_u64(ctx, c, element, Some(range))?))
+    Ok(RawIndices::U64(read_u64(ctx, c, element, range)?))
 }
 
 impl RawIndices {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            RawIndices::I32(v) => v.len(),
+            RawIndices::U64(v) => v.len(),
+        }
+    }
+
+    /// The first entry of `range` that is negative or not below `bound` (`range.start` if the range is out of
+    /// bounds); `None` if all are below. The common all-good case is one branch-free pass, which vectorises.
+    #[inline]
+    pub(crate) fn first_not_below(&self, range: Range<usize>, bound: usize) -> Option<usize> {
+        let first = range.start;
+        let k = match self {
+            RawIndices::I32(v) => {
+                let Some(s) = v.get(range) else { return Some(first) };
+                let bound = i64::try_from(bound).unwrap_or(i64::MAX);
+                let bad = |x: i32| x < 0 || i64::from(x) >= bound;
+                if !s.iter().fold(false, |any, &x| any | bad(x)) {
+                    return None;
+                }
+                s.iter().position(|&x| bad(x))
+            }
+            RawIndices::U64(v) => {
+                let Some(s) = v.get(range) else { return Some(first) };
+                s.iter().position(|&x| x >= bound as u64)
+            }
+        };
+        k.map(|k| first + k)
+    }
+
     /// Appends entries `range` to `out` as u32 if every one is below `bound`; otherwise appends nothing and
-    /// returns the first entry that is not (or `range.start` if the range is out of bounds).
+    /// returns [`Self::first_not_below`].
     #[inline]
     pub(crate) fn extend_below(
         &self,
@@ -176,28 +201,21 @@ impl RawIndices {
         bound: usize,
         out: &mut Vec<u32>,
     ) -> std::result::Result<(), usize> {
-        let first = range.start;
+        if let Some(k) = self.first_not_below(range.clone(), bound) {
+            return Err(k);
+        }
         match self {
-            RawIndices::I32(v) => {
-                let s = v.get(range).ok_or(first)?;
-                let bound = i64::try_from(bound).unwrap_or(i64::MAX);
-                // one branch-free pass to check, one to convert: both vectorise
-                if s.iter().fold(true, |ok, &x| ok & (x >= 0) & (i64::from(x) < bound)) {
-                    out.extend(s.iter().map(|&x| x as u32));
-                    return Ok(());
-                }
-                Err(first + s.iter().position(|&x| x < 0 || i64::from(x) >= bound).unwrap_or(0))
-            }
-            RawIndices::U64(v) => {
-                let s = v.get(range).ok_or(first)?;
-                match s.iter().position(|&x| x >= bound as u64) {
-                    None => {
-                        out.extend(s.iter().map(|&x| x as u32));
-                        Ok(())
-                    }
-                    Some(k) => Err(first + k),
-                }
-            }
+            RawIndices::I32(v) => out.extend(v[range].iter().map(|&x| x as u32)),
+            RawIndices::U64(v) => out.extend(v[range].iter().map(|&x| x as u32)),
+        }
+        Ok(())
+    }
+
+    /// All entries as u32 (in place for int32), once [`Self::first_not_below`] has passed them.
+    pub(crate) fn into_u32(self) -> Vec<u32> {
+        match self {
+            RawIndices::I32(v) => v.into_iter().map(|x| x as u32).collect(),
+            RawIndices::U64(v) => v.into_iter().map(|x| x as u32).collect(),
         }
     }
 

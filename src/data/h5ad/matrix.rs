@@ -283,7 +283,7 @@ impl SparseNode {
             // rows before the run are not kept: empty
             out_ptr.extend(std::iter::repeat_n(indices.len(), r0 - next_row));
             let (a, b) = (indptr[r0], indptr[r1]);
-            let raw = hdf::read_indices_raw(ctx, &self.indices, &idx_element, a..b)?;
+            let raw = hdf::read_indices_raw(ctx, &self.indices, &idx_element, Some(a..b))?;
             let data = self.read_data(ctx, a..b)?;
             for r in r0..r1 {
                 if kept[r - start] {
