@@ -234,36 +234,80 @@ fn expression_and_pds(
     Ok(())
 }
 
+/// Each gene's row in a DE table (`ABSENT`: not a tested gene), shared by all of the table's perturbations.
+struct GeneRows(Vec<u32>);
+
+impl GeneRows {
+    const ABSENT: u32 = u32::MAX;
+
+    fn of(table: &DeTable) -> Self {
+        let len = table.genes.iter().max().map_or(0, |&g| g + 1);
+        let mut pos = vec![Self::ABSENT; len];
+        for (k, &g) in table.genes.iter().enumerate() {
+            pos[g] = k as u32;
+        }
+        GeneRows(pos)
+    }
+
+    fn get(&self, g: usize) -> Option<usize> {
+        self.0.get(g).filter(|&&k| k != Self::ABSENT).map(|&k| k as usize)
+    }
+}
+
 /// One perturbation's rows of a DE table keyed by gene index.
 struct PertRows<'a> {
     table: &'a DeTable,
     i: usize,
-    pos: HashMap<usize, usize>,
+    pos: &'a GeneRows,
 }
 
 impl<'a> PertRows<'a> {
-    fn new(table: &'a DeTable, label: &str) -> Option<Self> {
+    fn new(table: &'a DeTable, pos: &'a GeneRows, label: &str) -> Option<Self> {
         let i = table.pert_index(label)?;
-        Some(PertRows { table, i, pos: table.genes.iter().enumerate().map(|(k, &g)| (g, k)).collect() })
+        Some(PertRows { table, i, pos })
+    }
+    fn has(&self, g: usize) -> bool {
+        self.pos.get(g).is_some()
     }
     fn lfc(&self, g: usize) -> Option<f64> {
-        self.pos.get(&g).map(|&k| self.table.lfc[self.i][k])
+        self.pos.get(g).map(|k| self.table.lfc[self.i][k])
     }
     fn padj(&self, g: usize) -> Option<f64> {
-        self.pos.get(&g).map(|&k| self.table.padj[self.i][k])
+        self.pos.get(g).map(|k| self.table.padj[self.i][k])
     }
     fn p(&self, g: usize) -> Option<f64> {
-        self.pos.get(&g).map(|&k| self.table.p[self.i][k])
+        self.pos.get(g).map(|k| self.table.p[self.i][k])
     }
-    fn sig(&self, own: Option<usize>) -> HashSet<usize> {
-        self.table
+    /// The significant genes (own removed), ascending.
+    fn sig(&self, own: Option<usize>) -> Vec<usize> {
+        let mut genes: Vec<usize> = self
+            .table
             .genes
             .iter()
             .enumerate()
             .filter(|&(k, &g)| Some(g) != own && self.table.padj[self.i][k] < ALPHA)
             .map(|(_, &g)| g)
-            .collect()
+            .collect();
+        genes.sort_unstable();
+        genes
     }
+}
+
+/// |a ∩ b| of two ascending lists without repeats.
+fn intersection_len(a: &[usize], b: &[usize]) -> usize {
+    let (mut i, mut j, mut n) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                n += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    n
 }
 
 fn defined(x: Option<f64>) -> bool {
@@ -322,24 +366,24 @@ pub fn lfc_gate(
 fn de_members(var_names: &[String], real: &DeTable, pred: &DeTable, perts: &[String], out: &mut MemberValues) {
     let gpos = gene_positions(var_names);
     let feats: HashSet<usize> = real.genes.iter().copied().collect();
+    let (real_pos, pred_pos) = (GeneRows::of(real), GeneRows::of(pred));
     // (sig_jaccard, lfc_nmae, fidelity, reach) of one perturbation; the perturbations run in parallel
     let one = |p: &String| -> [Option<f64>; 4] {
         let own = gpos.get(p).copied().filter(|g| feats.contains(g));
-        let (Some(r), Some(q)) = (PertRows::new(real, p), PertRows::new(pred, p)) else {
+        let (Some(r), Some(q)) = (PertRows::new(real, &real_pos, p), PertRows::new(pred, &pred_pos, p)) else {
             return [Some(f64::NAN), None, Some(f64::NAN), Some(f64::NAN)];
         };
         // sig_jaccard
         let rs = r.sig(own);
         let qs = q.sig(own);
-        let inter = rs.intersection(&qs).count();
-        let uni = rs.union(&qs).count();
+        let inter = intersection_len(&rs, &qs);
+        let uni = rs.len() + qs.len() - inter;
         let jac = Some(if uni == 0 { 1.0 } else { inter as f64 / uni as f64 });
         // lfc_nmae
         let gate = lfc_gate(real, p, &feats, &gpos);
         let nmae = lfc_nmae_one(&gate, |g| q.lfc(g));
         // inner join (pred ∩ real genes), own removed
-        let joined: Vec<usize> =
-            pred.genes.iter().copied().filter(|g| r.pos.contains_key(g) && Some(*g) != own).collect();
+        let joined: Vec<usize> = pred.genes.iter().copied().filter(|&g| r.has(g) && Some(g) != own).collect();
         let n_conf = rs.len();
         let mut n_pred = 0usize;
         let mut k = 0usize;
