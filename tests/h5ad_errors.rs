@@ -194,12 +194,46 @@ fn unsorted_indices_are_sorted_and_duplicates_rejected() {
     let r = H5adReader::open(&p).unwrap();
     assert_x_eq(&r.read_x().unwrap(), &a.x);
     assert_eq!(r.read_x_rows(0, 1).unwrap().indices(), &[0, 3]);
+    // the row-filtered reads of the evaluation passes sort the row in place too
+    let keep_all = |_: usize| true;
+    assert_x_eq(&XMatrix::Sparse(r.read_x_rows_where(0, 6, &keep_all).unwrap()), &a.x);
+    let kept = r.read_x_kept_rows(0, 6, &|row| row == 0).unwrap();
+    let rows: Vec<(usize, Vec<u32>, Vec<f32>)> = kept
+        .iter()
+        .map(|(row, idx, vals)| (row, (0..idx.len()).map(|k| idx.get(k)).collect(), vals.to_vec()))
+        .collect();
+    assert_eq!(rows, vec![(0, vec![0, 3], x.data()[..2].to_vec())]);
 
     drop(r);
     idx[1] = idx[0];
     edit(&p, |f| replace(f, "X/indices", &idx));
     let err = H5adReader::open(&p).unwrap().read_x().unwrap_err();
     assert_mentions(&err, &p, &["/X/indices", "duplicate column index 3 in row 0"]);
+    let err = H5adReader::open(&p).unwrap().read_x_kept_rows(0, 6, &keep_all).unwrap_err();
+    assert_mentions(&err, &p, &["/X/indices", "duplicate column index 3 in row 0"]);
+}
+
+#[test]
+fn int64_indices_in_the_filtered_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = valid(dir.path(), "idx64.h5ad");
+    let a = sample_anndata();
+    let XMatrix::Sparse(x) = &a.x else { unreachable!() };
+    let mut idx: Vec<i64> = x.indices().iter().map(|&i| i64::from(i)).collect();
+    edit(&p, |f| replace(f, "X/indices", &idx));
+    let keep_odd = |row: usize| row % 2 == 1;
+    let got = H5adReader::open(&p).unwrap().read_x_rows_where(0, 6, &keep_odd).unwrap();
+    for (row, (g, want)) in got.outer_iterator().zip(x.outer_iterator()).enumerate() {
+        let want = if keep_odd(row) { (want.indices().to_vec(), want.data().to_vec()) } else { (vec![], vec![]) };
+        assert_eq!((g.indices().to_vec(), g.data().to_vec()), want, "row {row}");
+    }
+    // a value that would wrap into range as u32 is still out of range
+    let last = idx.len() - 1;
+    idx[last] = (1i64 << 32) + 1;
+    edit(&p, |f| replace(f, "X/indices", &idx));
+    let keep_all = |_: usize| true;
+    let err = H5adReader::open(&p).unwrap().read_x_rows_where(0, 6, &keep_all).unwrap_err();
+    assert_mentions(&err, &p, &["/X/indices", &format!("indices[{last}] = 4294967297 out of range")]);
 }
 
 #[test]

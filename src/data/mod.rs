@@ -5,6 +5,7 @@ pub mod config;
 pub mod gene_embeddings;
 pub mod h5ad;
 pub mod info;
+pub mod kept_rows;
 pub mod sets;
 pub mod synth;
 pub mod table;

@@ -28,6 +28,7 @@ use super::error::{short_list, EvalError, Result};
 use super::normalize::{decide_transform, ScanStats, Transform, MAX_LOG1P};
 use crate::data::anndata::{AnnData, Categorical, Column, CsrMatrix, MatrixEncoding, XMatrix};
 use crate::data::h5ad::H5adReader;
+use crate::data::kept_rows::KeptRows;
 use crate::progress::Progress;
 
 /// Read access to one AnnData file, in row chunks. Implemented by the `.h5ad` reader and by in-memory
@@ -50,6 +51,10 @@ pub trait CellSource: Send + Sync {
     fn read_rows_where(&self, start: usize, end: usize, keep: &dyn Fn(usize) -> bool) -> Result<CsrMatrix> {
         let _ = keep;
         self.read_rows(start, end)
+    }
+    /// The rows of `start..end` where `keep(row)` holds, as read (a CSR file's rows stay in its read buffers).
+    fn read_kept_rows(&self, start: usize, end: usize, keep: &dyn Fn(usize) -> bool) -> Result<KeptRows> {
+        Ok(KeptRows::from_csr(start, self.read_rows_where(start, end, keep)?, keep))
     }
     /// The stored values of rows `start..end` with row offsets, if the source can give them without decoding
     /// the column indices (`Ok(None)`: use [`Self::read_rows`]).
@@ -156,6 +161,9 @@ impl CellSource for H5adReader {
     }
     fn read_rows_where(&self, start: usize, end: usize, keep: &dyn Fn(usize) -> bool) -> Result<CsrMatrix> {
         self.read_x_rows_where(start, end, keep).map_err(h5ad_err)
+    }
+    fn read_kept_rows(&self, start: usize, end: usize, keep: &dyn Fn(usize) -> bool) -> Result<KeptRows> {
+        self.read_x_kept_rows(start, end, keep).map_err(h5ad_err)
     }
     fn read_values(&self, start: usize, end: usize) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
         self.read_x_values(start, end).map_err(h5ad_err)
@@ -402,6 +410,41 @@ pub(crate) fn stream_rows_where(
     prefetched(range.start..end_row, chunk_rows, read, progress, |start, m: CsrMatrix| {
         let rows = m.rows();
         f(start, m)?;
+        progress.advance(rows as u64);
+        Ok(())
+    })
+}
+
+/// [`stream_rows_where`] for a consumer that takes the kept rows where they were read (no CSR block is built).
+pub(crate) fn stream_kept_rows(
+    source: &dyn CellSource,
+    name: &str,
+    chunk_rows: usize,
+    range: std::ops::Range<usize>,
+    keep: &(dyn Fn(usize) -> bool + Sync),
+    progress: &dyn Progress,
+    mut f: impl FnMut(KeptRows) -> Result<()>,
+) -> Result<()> {
+    let end_row = range.end.min(source.shape().0);
+    let n_vars = source.shape().1;
+    let read = |start: usize, end: usize| {
+        let kept = source.read_kept_rows(start, end, keep)?;
+        if kept.start() != start || kept.n_rows() != end - start || kept.n_vars() != n_vars {
+            return Err(EvalError::BadBlock {
+                file: name.to_owned(),
+                start,
+                end,
+                rows: kept.n_rows(),
+                cols: kept.n_vars(),
+                expected_rows: end - start,
+                n_vars,
+            });
+        }
+        Ok(kept)
+    };
+    prefetched(range.start..end_row, chunk_rows, read, progress, |_, kept: KeptRows| {
+        let rows = kept.n_rows();
+        f(kept)?;
         progress.advance(rows as u64);
         Ok(())
     })

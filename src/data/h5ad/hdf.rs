@@ -192,25 +192,6 @@ impl RawIndices {
         k.map(|k| first + k)
     }
 
-    /// Appends entries `range` to `out` as u32 if every one is below `bound`; otherwise appends nothing and
-    /// returns [`Self::first_not_below`].
-    #[inline]
-    pub(crate) fn extend_below(
-        &self,
-        range: Range<usize>,
-        bound: usize,
-        out: &mut Vec<u32>,
-    ) -> std::result::Result<(), usize> {
-        if let Some(k) = self.first_not_below(range.clone(), bound) {
-            return Err(k);
-        }
-        match self {
-            RawIndices::I32(v) => out.extend(v[range].iter().map(|&x| x as u32)),
-            RawIndices::U64(v) => out.extend(v[range].iter().map(|&x| x as u32)),
-        }
-        Ok(())
-    }
-
     /// All entries as u32 (in place for int32), once [`Self::first_not_below`] has passed them.
     pub(crate) fn into_u32(self) -> Vec<u32> {
         match self {

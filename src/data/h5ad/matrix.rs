@@ -8,8 +8,9 @@ use hdf5::{Dataset, File, LocationType};
 use ndarray::Array2;
 
 use super::error::{At, Ctx, Result};
-use super::hdf;
+use super::hdf::{self, RawIndices};
 use crate::data::anndata::{CsrMatrix, MatrixEncoding, StoredDtype, XMatrix};
+use crate::data::kept_rows::{KeptRows, Run, RunIndices};
 
 /// What `x_info()` reports: read from attributes and dataset shapes only, never from the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -249,10 +250,8 @@ impl SparseNode {
         build_csr(ctx, &self.element, (end - start, self.shape.1), local, indices, data)
     }
 
-    /// [`Self::read_csr_rows`] keeping only the rows where `keep(row)` holds (the others come back empty). Only the
-    /// stored ranges of the kept rows are read (runs of kept rows, merged across gaps of up to [`MERGE_GAP`]
-    /// entries, where one larger read is cheaper than two calls), and only the kept rows are converted and checked:
-    /// a pass that wants one row in twenty reads about a twentieth of the file.
+    /// [`Self::read_csr_rows`] keeping only the rows where `keep(row)` holds (the others come back empty); see
+    /// [`Self::read_csr_kept_rows`].
     pub fn read_csr_rows_where(
         &self,
         ctx: Ctx<'_>,
@@ -261,48 +260,69 @@ impl SparseNode {
         end: usize,
         keep: &dyn Fn(usize) -> bool,
     ) -> Result<CsrMatrix> {
+        let kept = self.read_csr_kept_rows(ctx, indptr, start, end, keep)?;
+        kept.into_csr().map_err(|e| ctx.invalid(&self.element, format!("invalid sparse structure: {e}")))
+    }
+
+    /// The rows of `[start, end)` where `keep(row)` holds, left in the read buffers. Only the stored ranges of the
+    /// kept rows are read (runs of kept rows, merged across gaps of up to [`MERGE_GAP`] entries, where one larger
+    /// read is cheaper than two calls), and only the kept rows are checked: each row's column indices in one pass
+    /// (in range and strictly increasing), an unsorted row sorted in place (scipy allows them), a repeated column
+    /// an error.
+    pub fn read_csr_kept_rows(
+        &self,
+        ctx: Ctx<'_>,
+        indptr: &[usize],
+        start: usize,
+        end: usize,
+        keep: &dyn Fn(usize) -> bool,
+    ) -> Result<KeptRows> {
         self.stored_range(ctx, indptr, start, end)?;
-        let kept: Vec<bool> = (start..end).map(keep).collect();
         // row runs [r0, r1) to read
         let mut runs: Vec<(usize, usize)> = Vec::new();
-        for (i, &k) in kept.iter().enumerate() {
-            if !k {
-                continue;
-            }
-            let r = start + i;
+        for r in (start..end).filter(|&r| keep(r)) {
             match runs.last_mut() {
                 Some((_, e)) if indptr[r] - indptr[*e] <= MERGE_GAP => *e = r + 1,
                 _ => runs.push((r, r + 1)),
             }
         }
         let idx_element = format!("{}/indices", self.element);
-        let (mut out_ptr, mut indices, mut vals) = (Vec::with_capacity(end - start + 1), Vec::new(), Vec::new());
-        out_ptr.push(0usize);
-        let mut next_row = start;
-        for (r0, r1) in runs {
-            // rows before the run are not kept: empty
-            out_ptr.extend(std::iter::repeat_n(indices.len(), r0 - next_row));
+        let n_vars = self.shape.1;
+        let mut read_runs = Vec::with_capacity(runs.len());
+        let mut rows = Vec::new();
+        for (run, (r0, r1)) in runs.into_iter().enumerate() {
             let (a, b) = (indptr[r0], indptr[r1]);
-            let raw = hdf::read_indices_raw(ctx, &self.indices, &idx_element, Some(a..b))?;
-            let data = self.read_data(ctx, a..b)?;
-            for r in r0..r1 {
-                if kept[r - start] {
-                    let (s, e) = (indptr[r] - a, indptr[r + 1] - a);
-                    raw.extend_below(s..e, self.shape.1, &mut indices).map_err(|k| {
-                        let v = raw.get_i128(k).unwrap_or_default();
-                        ctx.invalid(
+            let mut raw = hdf::read_indices_raw(ctx, &self.indices, &idx_element, Some(a..b))?;
+            let mut data = self.read_data(ctx, a..b)?;
+            for r in (r0..r1).filter(|&r| keep(r)) {
+                let (s, e) = (indptr[r] - a, indptr[r + 1] - a);
+                let vals = data.get_mut(s..e).unwrap_or_default();
+                let checked = match &mut raw {
+                    RawIndices::I32(v) => check_kept_row(&mut v[s..e], vals, |c| c >= 0 && (c as usize) < n_vars),
+                    RawIndices::U64(v) => check_kept_row(&mut v[s..e], vals, |c| c < n_vars as u64),
+                };
+                match checked {
+                    RowCheck::Ok => rows.push((r, run, s..e)),
+                    RowCheck::OutOfRange(k) => {
+                        let v = raw.get_i128(s + k).unwrap_or_default();
+                        return Err(ctx.invalid(
                             &idx_element,
-                            format!("indices[{}] = {v} out of range (n_vars = {})", a + k, self.shape.1),
-                        )
-                    })?;
-                    vals.extend_from_slice(data.get(s..e).unwrap_or_default());
+                            format!("indices[{}] = {v} out of range (n_vars = {n_vars})", a + s + k),
+                        ));
+                    }
+                    RowCheck::Repeated(c) => {
+                        return Err(ctx.invalid(&idx_element, format!("duplicate column index {c} in row {r}")))
+                    }
                 }
-                out_ptr.push(indices.len());
             }
-            next_row = r1;
+            let indices = match raw {
+                RawIndices::I32(v) => RunIndices::I32(v),
+                // every kept row's entries are below n_vars < 2^32; the others are never looked at
+                RawIndices::U64(v) => RunIndices::U32(v.into_iter().map(|c| c as u32).collect()),
+            };
+            read_runs.push(Run { indices, data });
         }
-        out_ptr.extend(std::iter::repeat_n(indices.len(), end - next_row));
-        build_csr(ctx, &self.element, (end - start, self.shape.1), out_ptr, indices, vals)
+        Ok(KeptRows::new(start, end, n_vars, read_runs, rows))
     }
 
     /// The stored values of rows `[start, end)` and their offsets (`offsets[i]..offsets[i + 1]` is row
@@ -401,6 +421,42 @@ pub(crate) fn build_csr(
     }
     CsrMatrix::try_new(shape, indptr, indices, data)
         .map_err(|(_, _, _, e)| ctx.invalid(element, format!("invalid sparse structure: {e}")))
+}
+
+/// The outcome of [`check_kept_row`].
+enum RowCheck {
+    Ok,
+    /// The first entry out of range (position in the row).
+    OutOfRange(usize),
+    /// A column stored twice.
+    Repeated(u64),
+}
+
+/// Checks one row's column indices: the usual sorted, in-range row in one branch-free pass; otherwise the first
+/// entry out of range, or (all in range) the row sorted in place with its values, or a repeated column.
+fn check_kept_row<T: Copy + Ord + Into<i128>>(
+    idx: &mut [T],
+    vals: &mut [f32],
+    in_range: impl Fn(T) -> bool,
+) -> RowCheck {
+    let sorted = idx.windows(2).fold(true, |ok, w| ok & (w[0] < w[1]));
+    // strictly increasing from an in-range first entry to an in-range last one: every entry is in range
+    if sorted && idx.first().is_none_or(|&c| in_range(c)) && idx.last().is_none_or(|&c| in_range(c)) {
+        return RowCheck::Ok;
+    }
+    if let Some(k) = idx.iter().position(|&c| !in_range(c)) {
+        return RowCheck::OutOfRange(k);
+    }
+    let mut pairs: Vec<(T, f32)> = idx.iter().copied().zip(vals.iter().copied()).collect();
+    pairs.sort_by_key(|p| p.0);
+    if let Some(p) = pairs.windows(2).find(|p| p[0].0 == p[1].0) {
+        return RowCheck::Repeated(u64::try_from(p[0].0.into()).unwrap_or_default());
+    }
+    for (k, (c, v)) in pairs.into_iter().enumerate() {
+        idx[k] = c;
+        vals[k] = v;
+    }
+    RowCheck::Ok
 }
 
 fn check_range(ctx: Ctx<'_>, element: &str, start: usize, end: usize, n: usize) -> Result<()> {

@@ -13,6 +13,7 @@ use super::frame::FrameNode;
 use super::hdf;
 use super::matrix::{dense_to_csr, MatrixNode, SparseNode, XInfo};
 use crate::data::anndata::{AnnData, Column, CsrMatrix, DataFrame, StoredDtype, XMatrix};
+use crate::data::kept_rows::KeptRows;
 
 /// The 8-byte signature every HDF5 file starts with (at offset 0 unless a user block precedes it).
 const HDF5_SIGNATURE: [u8; 8] = [0x89, b'H', b'D', b'F', b'\r', b'\n', 0x1a, b'\n'];
@@ -191,6 +192,19 @@ impl H5adReader {
                 s.read_csr_rows_where(ctx, indptr, start, end, keep)
             }
             _ => self.read_x_rows(start, end),
+        }
+    }
+
+    /// The rows of `[start, end)` where `keep(row)` holds, left in the buffers they were read into (see
+    /// `SparseNode::read_csr_kept_rows`). Dense and CSC `X` are read whole and filtered.
+    pub fn read_x_kept_rows(&self, start: usize, end: usize, keep: &dyn Fn(usize) -> bool) -> Result<KeptRows> {
+        let ctx = self.ctx();
+        match self.x_node()? {
+            MatrixNode::Sparse(s) if !s.csc => {
+                let indptr = self.cached_indptr(&s)?;
+                s.read_csr_kept_rows(ctx, indptr, start, end, keep)
+            }
+            _ => Ok(KeptRows::from_csr(start, self.read_x_rows(start, end)?, keep)),
         }
     }
 

@@ -24,7 +24,8 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 
 use super::error::EvalError;
-use super::input::{stream_rows_where, CellSource};
+use super::input::{stream_kept_rows, CellSource};
+use crate::data::kept_rows::RowIndices;
 use crate::progress::Progress;
 
 /// `bulk_target_sum` (pseudobulk, expression + PDS).
@@ -139,15 +140,16 @@ impl Rows {
         (&self.cols[s..e], &self.vals[s..e])
     }
 
-    fn push(&mut self, cols: &[u32], vals: &[f32], scale: Option<&[f64]>) {
+    fn push(&mut self, cols: RowIndices<'_>, vals: &[f32], scale: Option<&[f64]>) {
         if scale.is_none() && !vals.contains(&0.0) {
             // the usual row: no stored zero to drop
-            self.cols.extend_from_slice(cols);
+            cols.extend_into(&mut self.cols);
             self.vals.extend_from_slice(vals);
             self.ends.push(self.cols.len());
             return;
         }
-        for (&c, &v) in cols.iter().zip(vals) {
+        for (k, &v) in vals.iter().enumerate() {
+            let c = cols.get(k);
             let x = match scale {
                 // baseline.py: (control_row.astype(float64) * scale).astype(float32)
                 Some(s) => (v as f64 * s[c as usize]) as f32,
@@ -209,24 +211,25 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
     }
     let keep = |r: usize| wanted_rows.get(r).copied().unwrap_or(false);
     let keep: &(dyn Fn(usize) -> bool + Sync) = &keep;
-    let res =
-        stream_rows_where(side.source, &side.name, side.chunk_rows, rows_needed, Some(keep), progress, |start, m| {
-            let end = start + m.rows();
-            while k < want.len() && want[k].0 < end {
-                let (r, slot) = want[k];
-                let row = m.outer_view(r - start).ok_or_else(|| EvalError::Read {
-                    file: side.name.clone(),
-                    message: format!("row {r} missing from chunk"),
-                })?;
+    let missing =
+        |r: usize| EvalError::Read { file: side.name.clone(), message: format!("row {r} missing from chunk") };
+    let res = stream_kept_rows(side.source, &side.name, side.chunk_rows, rows_needed, keep, progress, |block| {
+        for (r, cols, vals) in block.iter() {
+            if k < want.len() && want[k].0 < r {
+                return Err(missing(want[k].0));
+            }
+            // a row can feed several slots
+            while k < want.len() && want[k].0 == r {
+                let slot = want[k].1;
                 if let Some(check) = side.check {
-                    check.check_row(&side.name, r, row.data())?;
+                    check.check_row(&side.name, r, vals)?;
                 }
                 let sc = if side.groups[which[slot]].scaled { scale } else { None };
                 if in_file_order[slot] {
-                    out[slot].push(row.indices(), row.data(), sc);
+                    out[slot].push(cols, vals, sc);
                 } else {
                     let mut one = Rows::default();
-                    one.push(row.indices(), row.data(), sc);
+                    one.push(cols, vals, sc);
                     // the position(s) of this row in the group, in order of appearance of duplicates
                     let i = next_in_slot[slot];
                     let pos = order[slot].get(i).map(|&(_, p)| p).unwrap_or(i);
@@ -235,9 +238,13 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
                 }
                 k += 1;
             }
-            Ok(())
-        });
+        }
+        Ok(())
+    });
     res?;
+    if let Some(&(r, _)) = want.get(k) {
+        return Err(missing(r).into());
+    }
     for (slot, mut cells) in staged.into_iter().enumerate() {
         if in_file_order[slot] {
             continue;
