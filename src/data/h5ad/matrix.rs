@@ -294,9 +294,13 @@ impl SparseNode {
             let (a, b) = (indptr[r0], indptr[r1]);
             let mut raw = hdf::read_indices_raw(ctx, &self.indices, &idx_element, Some(a..b))?;
             let mut data = self.read_data(ctx, a..b)?;
+            if raw.len() != b - a || data.len() != b - a {
+                return Err(ctx.invalid(&self.element, format!("short read of entries {a}..{b}")));
+            }
             for r in (r0..r1).filter(|&r| keep(r)) {
+                // indptr is checked (non-decreasing, ending at nnz), so s ≤ e ≤ b - a
                 let (s, e) = (indptr[r] - a, indptr[r + 1] - a);
-                let vals = data.get_mut(s..e).unwrap_or_default();
+                let vals = &mut data[s..e];
                 let checked = match &mut raw {
                     RawIndices::I32(v) => check_kept_row(&mut v[s..e], vals, |c| c >= 0 && (c as usize) < n_vars),
                     RawIndices::U64(v) => check_kept_row(&mut v[s..e], vals, |c| c < n_vars as u64),
