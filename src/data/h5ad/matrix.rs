@@ -127,7 +127,7 @@ impl DenseNode {
     }
 }
 
-/// Stored entries between two kept rows up to which [`SparseNode::read_csr_rows_where`] reads through the gap
+/// Stored entries between two kept rows up to which [`SparseNode::read_csr_kept_rows`] reads through the gap
 /// instead of issuing another read (32 Ki entries: 128 KB per array, about what an HDF5 read call costs).
 const MERGE_GAP: usize = 32 * 1024;
 
@@ -248,20 +248,6 @@ impl SparseNode {
         let data = self.read_data(ctx, a..b)?;
         let local: Vec<usize> = indptr.get(start..=end).unwrap_or_default().iter().map(|p| p - a).collect();
         build_csr(ctx, &self.element, (end - start, self.shape.1), local, indices, data)
-    }
-
-    /// [`Self::read_csr_rows`] keeping only the rows where `keep(row)` holds (the others come back empty); see
-    /// [`Self::read_csr_kept_rows`].
-    pub fn read_csr_rows_where(
-        &self,
-        ctx: Ctx<'_>,
-        indptr: &[usize],
-        start: usize,
-        end: usize,
-        keep: &dyn Fn(usize) -> bool,
-    ) -> Result<CsrMatrix> {
-        let kept = self.read_csr_kept_rows(ctx, indptr, start, end, keep)?;
-        kept.into_csr().map_err(|e| ctx.invalid(&self.element, format!("invalid sparse structure: {e}")))
     }
 
     /// The rows of `[start, end)` where `keep(row)` holds, left in the read buffers. Only the stored ranges of the

@@ -182,17 +182,11 @@ impl H5adReader {
         }
     }
 
-    /// [`Self::read_x_rows`] with only the rows where `keep(row)` holds filled in (others empty). Dense and CSC `X`
-    /// are read whole and filtered.
+    /// [`Self::read_x_rows`] with only the rows where `keep(row)` holds filled in (others empty): the CSR block of
+    /// [`Self::read_x_kept_rows`].
     pub fn read_x_rows_where(&self, start: usize, end: usize, keep: &dyn Fn(usize) -> bool) -> Result<CsrMatrix> {
-        let ctx = self.ctx();
-        match self.x_node()? {
-            MatrixNode::Sparse(s) if !s.csc => {
-                let indptr = self.cached_indptr(&s)?;
-                s.read_csr_rows_where(ctx, indptr, start, end, keep)
-            }
-            _ => self.read_x_rows(start, end),
-        }
+        let kept = self.read_x_kept_rows(start, end, keep)?;
+        kept.into_csr().map_err(|e| self.ctx().invalid("/X", format!("invalid sparse structure: {e}")))
     }
 
     /// The rows of `[start, end)` where `keep(row)` holds, left in the buffers they were read into (see
