@@ -71,7 +71,8 @@ fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>, sorted: bool)
         for (&c, &v) in cols.iter().zip(cell_vals) {
             let x = v as f64 / f;
             sum[c as usize] += x;
-            if keep.is_none() || v <= 0.0 {
+            // the same test as the count pass above (a NaN, were one to get here, must not overrun a column)
+            if keep.is_none() || v <= 0.0 || v.is_nan() {
                 continue;
             }
             let k = slot[c as usize];
