@@ -87,8 +87,9 @@ impl KeptRows {
     }
 
     /// The rows of `m` (rows `start..` of a matrix) for which `keep(row)` holds; `m`'s structure is valid by
-    /// construction.
+    /// construction (a CSC `m` is converted first).
     pub fn from_csr(start: usize, m: CsrMatrix, keep: &dyn Fn(usize) -> bool) -> Self {
+        let m = if m.is_csr() { m } else { m.to_csr() };
         let (n_rows, n_vars) = m.shape();
         let (indptr, indices, data) = m.into_raw_storage();
         let rows = (0..n_rows).filter(|&r| keep(start + r)).map(|r| (start + r, 0, indptr[r]..indptr[r + 1])).collect();
@@ -140,5 +141,39 @@ impl KeptRows {
         }
         indptr.extend(std::iter::repeat_n(indices.len(), self.end - next));
         CsrMatrix::try_new((n, self.n_vars), indptr, indices, data).map_err(|(_, _, _, e)| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CsrMatrix {
+        // 4 × 5: rows 0 and 2 empty-ish
+        CsrMatrix::new((4, 5), vec![0, 2, 2, 5, 6], vec![0, 3, 1, 2, 4, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    }
+
+    #[test]
+    fn kept_rows_of_a_block_and_back() {
+        let keep = |row: usize| row != 12;
+        let kept = KeptRows::from_csr(10, sample(), &keep);
+        assert_eq!((kept.start(), kept.n_rows(), kept.n_vars()), (10, 4, 5));
+        let rows: Vec<(usize, Vec<u32>, Vec<f32>)> = kept
+            .iter()
+            .map(|(row, idx, vals)| (row, (0..idx.len()).map(|k| idx.get(k)).collect(), vals.to_vec()))
+            .collect();
+        assert_eq!(rows, vec![(10, vec![0, 3], vec![1.0, 2.0]), (11, vec![], vec![]), (13, vec![2], vec![6.0])]);
+        let back = kept.into_csr().unwrap();
+        assert_eq!(back.indptr().raw_storage(), &[0, 2, 2, 2, 3]);
+        assert_eq!(back.indices(), &[0, 3, 2]);
+        assert_eq!(back.data(), &[1.0, 2.0, 6.0]);
+    }
+
+    #[test]
+    fn a_csc_block_is_taken_as_its_rows() {
+        let csr = sample();
+        let kept = KeptRows::from_csr(0, csr.to_csc(), &|_| true);
+        let back = kept.into_csr().unwrap();
+        assert_eq!(back, csr);
     }
 }
