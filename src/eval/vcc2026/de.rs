@@ -45,22 +45,31 @@ fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>, sorted: bool)
     // the kept genes' column layout first (a count pass), so the values go straight into place: a positive count
     // is a positive CPM (x = v/f with f ≥ v/1e6 cannot underflow in f64)
     let mut ptr = vec![0usize; nk + 1];
-    if keep.is_some() {
-        for (&c, &v) in rows.cols.iter().zip(&rows.vals) {
-            let k = slot[c as usize];
-            if k != u32::MAX && v > 0.0 {
-                ptr[k as usize + 1] += 1;
+    // each cell's total, summed in order (scanpy's), in the same pass
+    let mut totals = Vec::with_capacity(n);
+    for i in 0..n {
+        let (cols, cell_vals) = rows.cell(i);
+        let mut l = 0.0f64;
+        if keep.is_some() {
+            for (&c, &v) in cols.iter().zip(cell_vals) {
+                l += v as f64;
+                let k = slot[c as usize];
+                if k != u32::MAX && v > 0.0 {
+                    ptr[k as usize + 1] += 1;
+                }
             }
+        } else {
+            l = cell_vals.iter().map(|&v| v as f64).sum();
         }
-        for i in 0..nk {
-            ptr[i + 1] += ptr[i];
-        }
+        totals.push(l);
+    }
+    for i in 0..nk {
+        ptr[i + 1] += ptr[i];
     }
     let mut fill = ptr[..nk].to_vec();
     let mut vals = vec![0u64; ptr[nk]];
-    for i in 0..n {
+    for (i, &l) in totals.iter().enumerate() {
         let (cols, cell_vals) = rows.cell(i);
-        let l: f64 = cell_vals.iter().map(|&v| v as f64).sum();
         let mut f = l / CELL_TARGET_SUM;
         if f == 0.0 {
             f = 1.0;

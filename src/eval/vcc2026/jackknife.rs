@@ -11,11 +11,24 @@ use crate::eval::metrics::numeric::np_sum_f64;
 
 /// Column sums `P` (f64, cells in order).
 pub fn column_sums(rows: &Rows, n_vars: usize) -> Vec<f64> {
+    column_and_cell_sums(rows, n_vars).0
+}
+
+/// Column sums `P` and each cell's total `ℓ` (both summed in cell order) in one pass over the entries.
+fn column_and_cell_sums(rows: &Rows, n_vars: usize) -> (Vec<f64>, Vec<f64>) {
     let mut p = vec![0.0f64; n_vars];
-    for (&c, &v) in rows.cols.iter().zip(&rows.vals) {
-        p[c as usize] += v as f64;
-    }
-    p
+    let totals = (0..rows.n())
+        .map(|i| {
+            let (cols, vals) = rows.cell(i);
+            let mut l = 0.0f64;
+            for (&c, &v) in cols.iter().zip(vals) {
+                p[c as usize] += v as f64;
+                l += v as f64;
+            }
+            l
+        })
+        .collect();
+    (p, totals)
 }
 
 /// The bulk profile `log1p(P · (5e4/S))` (`prep.py::bulk_lognorm_means`: the scale is formed first) and `S`
@@ -43,7 +56,7 @@ const SERIES_MAX_DELTA: f64 = 0.25;
 /// non-zero. Only the non-zero entries take a logarithm. Truncation is below 1e-18 of each term; the result
 /// agrees with the direct per-entry sum ([`bulk_and_jackknife_direct`]) to ~1e-13 relative.
 pub fn bulk_and_jackknife(rows: &Rows, n_vars: usize) -> (Vec<f64>, f64) {
-    let p = column_sums(rows, n_vars);
+    let (p, totals) = column_and_cell_sums(rows, n_vars);
     let (profile, s) = bulk_from_sums(&p);
     let n = rows.n();
     if n < 2 || s <= 0.0 {
@@ -55,13 +68,12 @@ pub fn bulk_and_jackknife(rows: &Rows, n_vars: usize) -> (Vec<f64>, f64) {
     let mut sumsq = vec![0.0f64; n_vars];
     // (cell, δ, r) of the cells on the series path
     let mut series: Vec<(usize, f64, f64)> = Vec::with_capacity(n);
-    for i in 0..n {
-        let (cols, vals) = rows.cell(i);
-        let l: f64 = vals.iter().map(|&v| v as f64).sum();
+    for (i, &l) in totals.iter().enumerate() {
         let r = s - l;
         if r > 0.0 && l / r <= SERIES_MAX_DELTA {
             series.push((i, l / r, r));
         } else {
+            let (cols, vals) = rows.cell(i);
             add_cell_direct(&p, &b, s, cols, vals, &mut sum, &mut sumsq);
         }
     }
