@@ -8,7 +8,7 @@
 //!   **no** continuity correction, NaN z → 0, `p = 2·ndtr(−|z|)` (scanpy `_rank_genes_groups.py`, `norm.sf`);
 //! - BH within each perturbation over the gated genes (`bh::bh_adjust` = scipy `false_discovery_control`).
 
-use super::{Rows, CELL_TARGET_SUM, DE_EPSILON, MIN_CPM};
+use super::{GroupScan, Rows, CELL_TARGET_SUM, DE_EPSILON, MIN_CPM};
 use crate::eval::bh::bh_adjust;
 use crate::eval::mwu::{ndtr, RankScratch, SortedReference};
 use crate::eval::normalize::has_fraction;
@@ -27,8 +27,9 @@ struct CpmColumns {
 const SMALL_COUNTS: usize = 64;
 
 /// `sorted`: sort each kept gene's values (the reference); a group's are ranked in cell order.
-fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>, sorted: bool) -> CpmColumns {
+fn cpm_columns(rows: &Rows, scan: &GroupScan, keep: Option<&[usize]>, sorted: bool) -> CpmColumns {
     let n = rows.n();
+    let n_vars = scan.col_sums.len();
     let mut sum = vec![0.0f64; n_vars];
     // gene → slot in keep
     let slot: Vec<u32> = match keep {
@@ -42,33 +43,15 @@ fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>, sorted: bool)
         None => Vec::new(),
     };
     let nk = keep.map_or(0, |k| k.len());
-    // the kept genes' column layout first (a count pass), so the values go straight into place: a positive count
-    // is a positive CPM (x = v/f with f ≥ v/1e6 cannot underflow in f64)
+    // the kept genes' column layout first (from the scan's counts), so the values go straight into place: a
+    // positive count is a positive CPM (x = v/f with f ≥ v/1e6 cannot underflow in f64)
     let mut ptr = vec![0usize; nk + 1];
-    // each cell's total, summed in order (scanpy's), in the same pass
-    let mut totals = Vec::with_capacity(n);
-    for i in 0..n {
-        let (cols, cell_vals) = rows.cell(i);
-        let mut l = 0.0f64;
-        if keep.is_some() {
-            for (&c, &v) in cols.iter().zip(cell_vals) {
-                l += v as f64;
-                let k = slot[c as usize];
-                if k != u32::MAX && v > 0.0 {
-                    ptr[k as usize + 1] += 1;
-                }
-            }
-        } else {
-            l = cell_vals.iter().map(|&v| v as f64).sum();
-        }
-        totals.push(l);
-    }
-    for i in 0..nk {
-        ptr[i + 1] += ptr[i];
+    for (i, &g) in keep.unwrap_or_default().iter().enumerate() {
+        ptr[i + 1] = ptr[i] + scan.col_positive[g] as usize;
     }
     let mut fill = ptr[..nk].to_vec();
     let mut vals = vec![0u64; ptr[nk]];
-    for (i, &l) in totals.iter().enumerate() {
+    for (i, &l) in scan.cell_totals.iter().enumerate() {
         let (cols, cell_vals) = rows.cell(i);
         let mut f = l / CELL_TARGET_SUM;
         if f == 0.0 {
@@ -80,7 +63,7 @@ fn cpm_columns(rows: &Rows, n_vars: usize, keep: Option<&[usize]>, sorted: bool)
         for (&c, &v) in cols.iter().zip(cell_vals) {
             let x = v as f64 / f;
             sum[c as usize] += x;
-            // the same test as the count pass above (a NaN, were one to get here, must not overrun a column)
+            // the scan's test for a positive entry (a NaN, were one to get here, must not overrun a column)
             if keep.is_none() || v <= 0.0 || v.is_nan() {
                 continue;
             }
@@ -131,9 +114,10 @@ pub struct Reference {
 impl Reference {
     /// Build from the control cells.
     pub fn build(rows: &Rows, n_vars: usize) -> Self {
-        let pre = cpm_columns(rows, n_vars, None, false);
+        let scan = rows.scan(n_vars);
+        let pre = cpm_columns(rows, &scan, None, false);
         let genes: Vec<usize> = (0..n_vars).filter(|&g| pre.mean[g] > MIN_CPM).collect();
-        let CpmColumns { n, ptr, vals, .. } = cpm_columns(rows, n_vars, Some(&genes), true);
+        let CpmColumns { n, ptr, vals, .. } = cpm_columns(rows, &scan, Some(&genes), true);
         Reference { n, mean: pre.mean, genes, cols: SortedReference::new(n, ptr, vals) }
     }
 }
@@ -151,7 +135,7 @@ const GENE_BLOCK: usize = 128;
 
 /// The DE of a batch of groups against the reference: each group's CPM columns, then the rank sums gene block
 /// by gene block across the groups (the control's columns of a block stay in cache), then lfc and BH per group.
-pub fn test_batch(groups: &[&Rows], reference: &Reference) -> Vec<GroupDe> {
+pub fn test_batch(groups: &[(&Rows, &GroupScan)], reference: &Reference) -> Vec<GroupDe> {
     // a few groups at a time: their CPM columns (8 bytes per stored value) stay small
     groups.chunks(TEST_GROUPS_AT_ONCE).flat_map(|sub| test_few(sub, reference)).collect()
 }
@@ -159,11 +143,10 @@ pub fn test_batch(groups: &[&Rows], reference: &Reference) -> Vec<GroupDe> {
 /// Groups whose CPM columns are held at once by [`test_batch`].
 const TEST_GROUPS_AT_ONCE: usize = 16;
 
-fn test_few(groups: &[&Rows], reference: &Reference) -> Vec<GroupDe> {
+fn test_few(groups: &[(&Rows, &GroupScan)], reference: &Reference) -> Vec<GroupDe> {
     use rayon::prelude::*;
-    let n_vars = reference.mean.len();
     let cols: Vec<CpmColumns> =
-        groups.par_iter().map(|r| cpm_columns(r, n_vars, Some(&reference.genes), false)).collect();
+        groups.par_iter().map(|(r, scan)| cpm_columns(r, scan, Some(&reference.genes), false)).collect();
     let n_genes = reference.genes.len();
     let n2 = reference.n;
     let blocks: Vec<Vec<f64>> = (0..n_genes.div_ceil(GENE_BLOCK))

@@ -6,29 +6,12 @@
 //! `r_i = S − ℓ_i` (V = −b_g when r_i = 0); C = 0 when n < 2 or S = 0. Deviations from `b` are taken before
 //! summing, as cell-eval2 does (the cancellation is load-bearing).
 
-use super::{Rows, BULK_TARGET_SUM};
+use super::{GroupScan, Rows, BULK_TARGET_SUM};
 use crate::eval::metrics::numeric::np_sum_f64;
 
 /// Column sums `P` (f64, cells in order).
 pub fn column_sums(rows: &Rows, n_vars: usize) -> Vec<f64> {
-    column_and_cell_sums(rows, n_vars).0
-}
-
-/// Column sums `P` and each cell's total `ℓ` (both summed in cell order) in one pass over the entries.
-fn column_and_cell_sums(rows: &Rows, n_vars: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut p = vec![0.0f64; n_vars];
-    let totals = (0..rows.n())
-        .map(|i| {
-            let (cols, vals) = rows.cell(i);
-            let mut l = 0.0f64;
-            for (&c, &v) in cols.iter().zip(vals) {
-                p[c as usize] += v as f64;
-                l += v as f64;
-            }
-            l
-        })
-        .collect();
-    (p, totals)
+    rows.scan(n_vars).col_sums
 }
 
 /// The bulk profile `log1p(P · (5e4/S))` (`prep.py::bulk_lognorm_means`: the scale is formed first) and `S`
@@ -56,8 +39,13 @@ const SERIES_MAX_DELTA: f64 = 0.25;
 /// non-zero. Only the non-zero entries take a logarithm. Truncation is below 1e-18 of each term; the result
 /// agrees with the direct per-entry sum ([`bulk_and_jackknife_direct`]) to ~1e-13 relative.
 pub fn bulk_and_jackknife(rows: &Rows, n_vars: usize) -> (Vec<f64>, f64) {
-    let (p, totals) = column_and_cell_sums(rows, n_vars);
-    let (profile, s) = bulk_from_sums(&p);
+    bulk_and_jackknife_scanned(rows, &rows.scan(n_vars))
+}
+
+/// [`bulk_and_jackknife`] from the group's [`GroupScan`].
+pub fn bulk_and_jackknife_scanned(rows: &Rows, scan: &GroupScan) -> (Vec<f64>, f64) {
+    let (p, totals, n_vars) = (&scan.col_sums, &scan.cell_totals, scan.col_sums.len());
+    let (profile, s) = bulk_from_sums(p);
     let n = rows.n();
     if n < 2 || s <= 0.0 {
         return (profile, 0.0);
@@ -74,7 +62,7 @@ pub fn bulk_and_jackknife(rows: &Rows, n_vars: usize) -> (Vec<f64>, f64) {
             series.push((i, l / r, r));
         } else {
             let (cols, vals) = rows.cell(i);
-            add_cell_direct(&p, &b, s, cols, vals, &mut sum, &mut sumsq);
+            add_cell_direct(p, &b, s, cols, vals, &mut sum, &mut sumsq);
         }
     }
     if !series.is_empty() {

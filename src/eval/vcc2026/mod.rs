@@ -128,9 +128,40 @@ pub struct Rows {
     pub vals: Vec<f32>,
 }
 
+/// What the jackknife and the CPM DE of a group both start from, in one pass over its entries (each pass
+/// streams the group, several MB, from memory again).
+#[derive(Debug, Clone)]
+pub struct GroupScan {
+    /// Per gene: the sum of its entries (`P`, in cell order).
+    pub col_sums: Vec<f64>,
+    /// Per gene: its positive entries.
+    pub col_positive: Vec<u32>,
+    /// Per cell: its total (in entry order, as scanpy sums it).
+    pub cell_totals: Vec<f64>,
+}
+
 impl Rows {
     pub fn n(&self) -> usize {
         self.ends.len()
+    }
+
+    /// The [`GroupScan`] of these cells over `n_vars` genes.
+    pub fn scan(&self, n_vars: usize) -> GroupScan {
+        let mut col_sums = vec![0.0f64; n_vars];
+        let mut col_positive = vec![0u32; n_vars];
+        let cell_totals = (0..self.n())
+            .map(|i| {
+                let (cols, vals) = self.cell(i);
+                let mut l = 0.0f64;
+                for (&c, &v) in cols.iter().zip(vals) {
+                    col_sums[c as usize] += v as f64;
+                    col_positive[c as usize] += u32::from(v > 0.0);
+                    l += v as f64;
+                }
+                l
+            })
+            .collect();
+        GroupScan { col_sums, col_positive, cell_totals }
     }
 
     /// Cell `i`'s (columns, values).
@@ -367,9 +398,19 @@ pub fn analyse_side(
                 };
                 reader = batches.get(i + 1).map(|b| ts.spawn(move || read(b)));
             }
-            let res: Vec<(Vec<f64>, f64)> = rows.par_iter().map(|r| jackknife::bulk_and_jackknife(r, n_vars)).collect();
+            let (scans, res): (Vec<GroupScan>, Vec<(Vec<f64>, f64)>) = rows
+                .par_iter()
+                .map(|r| {
+                    let scan = r.scan(n_vars);
+                    let jk = jackknife::bulk_and_jackknife_scanned(r, &scan);
+                    (scan, jk)
+                })
+                .unzip();
             let des: Vec<Option<de::GroupDe>> = match de_ref {
-                Some(rf) => de::test_batch(&rows.iter().collect::<Vec<_>>(), rf).into_iter().map(Some).collect(),
+                Some(rf) => {
+                    let groups: Vec<(&Rows, &GroupScan)> = rows.iter().zip(&scans).collect();
+                    de::test_batch(&groups, rf).into_iter().map(Some).collect()
+                }
                 None => vec![None; rows.len()],
             };
             for ((&g, (b, j)), d) in batch.iter().zip(res).zip(des) {
