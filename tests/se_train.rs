@@ -60,6 +60,7 @@ fn held_out_masked_gene_loss_falls() {
     println!("held-out loss {before:.3} -> {after:.3}; train loss {first:.3} -> {last:.3}; 200 steps in {secs:.1}s");
     assert!(losses.iter().all(|l| l.is_finite()));
     // SE starts from unseeded random weights (candle's CPU RNG cannot be seeded), so the starting loss varies
-    // (17–30 seen) while training lands near 12.7: require a clear fall, not a fixed ratio of a random start.
-    assert!(after < 0.85 * before, "held-out loss {before} -> {after}");
+    // (13.3–32 seen) while training lands at 11.0–12.7: require a clear fall from a high start, or, from a low one,
+    // a fall to the trained level (an untrained model keeps its start exactly, so it fails either way).
+    assert!(after < 0.85 * before || (after < before && after < 13.5), "held-out loss {before} -> {after}");
 }
