@@ -214,6 +214,43 @@ fn unsorted_indices_are_sorted_and_duplicates_rejected() {
 }
 
 #[test]
+fn filtered_read_of_rows_far_apart() {
+    // rows of 1500 stored entries: keeping every other row leaves gaps above the merge threshold, so one read
+    // selects several separate ranges (a union selection)
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("wide.h5ad");
+    let n_vars = 1500usize;
+    let rows: Vec<Vec<f32>> = (0..6).map(|i| (0..n_vars).map(|j| (i * n_vars + j + 1) as f32).collect()).collect();
+    let mut a = sample_anndata();
+    a.x = XMatrix::Sparse(csr_from_rows(&rows, n_vars));
+    a.var = DataFrame::with_index((0..n_vars).map(|j| format!("G{j}")).collect());
+    write_h5ad(&p, &a).unwrap();
+    let keep_even = |r: usize| r.is_multiple_of(2);
+    let all_columns: Vec<u32> = (0..n_vars as u32).collect();
+    let got = H5adReader::open(&p).unwrap().read_x_rows_where(0, 6, &keep_even).unwrap();
+    for (r, row) in got.outer_iterator().enumerate() {
+        if keep_even(r) {
+            assert_eq!((row.indices(), row.data()), (&all_columns[..], &rows[r][..]), "row {r}");
+        } else {
+            assert_eq!(row.nnz(), 0, "row {r}");
+        }
+    }
+    // in row 4 (the third range of the union) an unsorted pair is sorted with its values
+    let mut idx: Vec<i32> = (0..6).flat_map(|_| 0..n_vars as i32).collect();
+    idx.swap(4 * n_vars + 10, 4 * n_vars + 11);
+    edit(&p, |f| replace(f, "X/indices", &idx));
+    let got = H5adReader::open(&p).unwrap().read_x_rows_where(0, 6, &keep_even).unwrap();
+    let row4 = got.outer_view(4).unwrap();
+    assert_eq!(row4.indices(), &all_columns[..]);
+    assert_eq!(&row4.data()[9..13], &[rows[4][9], rows[4][11], rows[4][10], rows[4][12]]);
+    // and a bad index there is named by its position in the file
+    idx[4 * n_vars + 20] = n_vars as i32;
+    edit(&p, |f| replace(f, "X/indices", &idx));
+    let err = H5adReader::open(&p).unwrap().read_x_rows_where(0, 6, &keep_even).unwrap_err();
+    assert_mentions(&err, &p, &["/X/indices", &format!("indices[{}] = 1500 out of range", 4 * n_vars + 20)]);
+}
+
+#[test]
 fn int64_indices_in_the_filtered_read() {
     let dir = tempfile::tempdir().unwrap();
     let p = valid(dir.path(), "idx64.h5ad");

@@ -4,11 +4,13 @@
 //! structure): indptr length, start, monotonicity and end, index bounds, and duplicate indices. Unsorted column
 //! indices within a row are sorted, since scipy allows them.
 
+use hdf5::types::{IntSize, TypeDescriptor as TD};
 use hdf5::{Dataset, File, LocationType};
 use ndarray::Array2;
 
 use super::error::{At, Ctx, Result};
-use super::hdf::{self, RawIndices};
+use super::hdf::{self, Desc, RawIndices};
+use super::ranges::read_ranges;
 use crate::data::anndata::{CsrMatrix, MatrixEncoding, StoredDtype, XMatrix};
 use crate::data::kept_rows::{KeptRows, Run, RunIndices};
 
@@ -131,6 +133,13 @@ impl DenseNode {
 /// instead of issuing another read (32 Ki entries: 128 KB per array, about what an HDF5 read call costs).
 const MERGE_GAP: usize = 32 * 1024;
 
+/// [`MERGE_GAP`] where runs are read as one union selection (`ranges::read_ranges`): a range of the union costs
+/// HDF5 about one system call, so only gaps of about a page are read through.
+const MERGE_GAP_UNION: usize = 1024;
+
+/// Runs per union read: HDF5 merges each range into the selection's span list, so very long unions are split.
+const RUNS_PER_UNION: usize = 256;
+
 impl SparseNode {
     fn open(ctx: Ctx<'_>, file: &File, element: &str) -> Result<Self> {
         let name = element.trim_start_matches('/');
@@ -251,8 +260,9 @@ impl SparseNode {
     }
 
     /// The rows of `[start, end)` where `keep(row)` holds, left in the read buffers. Only the stored ranges of the
-    /// kept rows are read (runs of kept rows, merged across gaps of up to [`MERGE_GAP`] entries, where one larger
-    /// read is cheaper than two calls), and only the kept rows are checked: each row's column indices in one pass
+    /// kept rows are read: runs of kept rows, merged across small gaps where one larger range is cheaper than two
+    /// ([`MERGE_GAP_UNION`]; [`MERGE_GAP`] for the types read one run per call), up to [`RUNS_PER_UNION`] runs
+    /// per HDF5 read (`ranges::read_ranges`). Only the kept rows are checked: each row's column indices in one pass
     /// (in range and strictly increasing), an unsorted row sorted in place (scipy allows them), a repeated column
     /// an error.
     pub fn read_csr_kept_rows(
@@ -264,46 +274,69 @@ impl SparseNode {
         keep: &dyn Fn(usize) -> bool,
     ) -> Result<KeptRows> {
         self.stored_range(ctx, indptr, start, end)?;
+        let idx_element = format!("{}/indices", self.element);
+        let data_element = format!("{}/data", self.element);
+        // int32 indices and numeric (not bool, not float16) data: a group of runs is one union read per array
+        let union = matches!(hdf::descriptor(ctx, &self.indices, &idx_element)?, Desc::Known(TD::Integer(IntSize::U4)))
+            && matches!(
+                hdf::descriptor(ctx, &self.data, &data_element)?,
+                Desc::Known(TD::Float(_) | TD::Integer(_) | TD::Unsigned(_))
+            );
+        let (merge_gap, runs_per_read) = if union { (MERGE_GAP_UNION, RUNS_PER_UNION) } else { (MERGE_GAP, 1) };
         // row runs [r0, r1) to read
         let mut runs: Vec<(usize, usize)> = Vec::new();
         for r in (start..end).filter(|&r| keep(r)) {
             match runs.last_mut() {
-                Some((_, e)) if indptr[r] - indptr[*e] <= MERGE_GAP => *e = r + 1,
+                Some((_, e)) if indptr[r] - indptr[*e] <= merge_gap => *e = r + 1,
                 _ => runs.push((r, r + 1)),
             }
         }
-        let idx_element = format!("{}/indices", self.element);
         let n_vars = self.shape.1;
-        let mut read_runs = Vec::with_capacity(runs.len());
+        let mut read_runs = Vec::new();
         let mut rows = Vec::new();
-        for (run, (r0, r1)) in runs.into_iter().enumerate() {
-            let (a, b) = (indptr[r0], indptr[r1]);
-            let mut raw = hdf::read_indices_raw(ctx, &self.indices, &idx_element, Some(a..b))?;
-            let mut data = self.read_data(ctx, a..b)?;
-            if raw.len() != b - a || data.len() != b - a {
-                return Err(ctx.invalid(&self.element, format!("short read of entries {a}..{b}")));
+        for (run, group) in runs.chunks(runs_per_read).enumerate() {
+            let ranges: Vec<std::ops::Range<usize>> = group.iter().map(|&(r0, r1)| indptr[r0]..indptr[r1]).collect();
+            let total: usize = ranges.iter().map(|r| r.len()).sum();
+            let (mut raw, mut data) = match ranges.as_slice() {
+                [r] if !union => (
+                    hdf::read_indices_raw(ctx, &self.indices, &idx_element, Some(r.clone()))?,
+                    self.read_data(ctx, r.clone())?,
+                ),
+                _ => (
+                    RawIndices::I32(read_ranges::<i32>(&self.indices, &ranges).at(ctx, &idx_element)?),
+                    read_ranges::<f32>(&self.data, &ranges).at(ctx, &data_element)?,
+                ),
+            };
+            if raw.len() != total || data.len() != total {
+                let (a, b) = (ranges[0].start, ranges[ranges.len() - 1].end);
+                return Err(ctx.invalid(&self.element, format!("short read of entries in {a}..{b}")));
             }
-            for r in (r0..r1).filter(|&r| keep(r)) {
-                // indptr is checked (non-decreasing, ending at nnz), so s ≤ e ≤ b - a
-                let (s, e) = (indptr[r] - a, indptr[r + 1] - a);
-                let vals = &mut data[s..e];
-                let checked = match &mut raw {
-                    RawIndices::I32(v) => check_kept_row(&mut v[s..e], vals, |c| c >= 0 && (c as usize) < n_vars),
-                    RawIndices::U64(v) => check_kept_row(&mut v[s..e], vals, |c| c < n_vars as u64),
-                };
-                match checked {
-                    RowCheck::Ok => rows.push((r, run, s..e)),
-                    RowCheck::OutOfRange(k) => {
-                        let v = raw.get_i128(s + k).unwrap_or_default();
-                        return Err(ctx.invalid(
-                            &idx_element,
-                            format!("indices[{}] = {v} out of range (n_vars = {n_vars})", a + s + k),
-                        ));
-                    }
-                    RowCheck::Repeated(c) => {
-                        return Err(ctx.invalid(&idx_element, format!("duplicate column index {c} in row {r}")))
+            // where each range starts in the buffers
+            let mut base = 0usize;
+            for (&(r0, r1), range) in group.iter().zip(&ranges) {
+                for r in (r0..r1).filter(|&r| keep(r)) {
+                    // indptr is checked (non-decreasing, ending at nnz), so the row lies within its range
+                    let (s, e) = (base + indptr[r] - range.start, base + indptr[r + 1] - range.start);
+                    let vals = &mut data[s..e];
+                    let checked = match &mut raw {
+                        RawIndices::I32(v) => check_kept_row(&mut v[s..e], vals, |c| c >= 0 && (c as usize) < n_vars),
+                        RawIndices::U64(v) => check_kept_row(&mut v[s..e], vals, |c| c < n_vars as u64),
+                    };
+                    match checked {
+                        RowCheck::Ok => rows.push((r, run, s..e)),
+                        RowCheck::OutOfRange(k) => {
+                            let v = raw.get_i128(s + k).unwrap_or_default();
+                            return Err(ctx.invalid(
+                                &idx_element,
+                                format!("indices[{}] = {v} out of range (n_vars = {n_vars})", indptr[r] + k),
+                            ));
+                        }
+                        RowCheck::Repeated(c) => {
+                            return Err(ctx.invalid(&idx_element, format!("duplicate column index {c} in row {r}")))
+                        }
                     }
                 }
+                base += range.len();
             }
             let indices = match raw {
                 RawIndices::I32(v) => RunIndices::I32(v),

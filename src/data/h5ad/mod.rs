@@ -11,6 +11,7 @@ mod error;
 mod frame;
 mod hdf;
 mod matrix;
+mod ranges;
 mod read;
 mod write;
 
