@@ -430,15 +430,7 @@ pub(crate) fn stream_kept_rows(
     let read = |start: usize, end: usize| {
         let kept = source.read_kept_rows(start, end, keep)?;
         if kept.start() != start || kept.n_rows() != end - start || kept.n_vars() != n_vars {
-            return Err(EvalError::BadBlock {
-                file: name.to_owned(),
-                start,
-                end,
-                rows: kept.n_rows(),
-                cols: kept.n_vars(),
-                expected_rows: end - start,
-                n_vars,
-            });
+            return Err(bad_block(name, start..end, (kept.n_rows(), kept.n_vars()), n_vars));
         }
         Ok(kept)
     };
@@ -454,17 +446,15 @@ pub(crate) fn stream_kept_rows(
 fn checked_block(source: &dyn CellSource, name: &str, start: usize, end: usize, m: CsrMatrix) -> Result<CsrMatrix> {
     let n_vars = source.shape().1;
     if m.rows() != end - start || m.cols() != n_vars || !m.is_csr() {
-        return Err(EvalError::BadBlock {
-            file: name.to_owned(),
-            start,
-            end,
-            rows: m.rows(),
-            cols: m.cols(),
-            expected_rows: end - start,
-            n_vars,
-        });
+        return Err(bad_block(name, start..end, (m.rows(), m.cols()), n_vars));
     }
     Ok(m)
+}
+
+/// The error for a source that returned a `(rows, cols)` block other than rows `asked` of `n_vars` columns.
+fn bad_block(name: &str, asked: std::ops::Range<usize>, (rows, cols): (usize, usize), n_vars: usize) -> EvalError {
+    let (start, end) = (asked.start, asked.end);
+    EvalError::BadBlock { file: name.to_owned(), start, end, rows, cols, expected_rows: end - start, n_vars }
 }
 
 /// Every row's stored values, in order: `f(row, values)`. A CSR file is read without its `indices` (each row's
