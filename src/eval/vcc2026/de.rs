@@ -13,12 +13,12 @@ use crate::eval::bh::bh_adjust;
 use crate::eval::mwu::{ndtr, RankScratch, SortedReference};
 use crate::eval::normalize::has_fraction;
 
-/// Per-cell CPM of a group: mean CPM per gene and, for the `keep` genes, the non-zero `log1p(CPM)` per gene.
+/// Per-cell CPM of a group: mean CPM per gene and the non-zero `log1p(CPM)` per gene.
 struct CpmColumns {
     n: usize,
     mean: Vec<f64>,
-    /// per kept gene (index into `keep`), in cell order or sorted ascending (see [`cpm_columns`]), as f64 bit
-    /// patterns (positive values: the bits sort like the values, and faster)
+    /// per gene, in cell order or sorted ascending (see [`cpm_columns`]), as f64 bit patterns (positive values:
+    /// the bits sort like the values, and faster)
     ptr: Vec<usize>,
     vals: Vec<u64>,
 }
@@ -26,31 +26,20 @@ struct CpmColumns {
 /// Counts below this get their log1p(CPM) cached per cell in [`cpm_columns`].
 const SMALL_COUNTS: usize = 64;
 
-/// `sorted`: sort each kept gene's values (the reference); a group's are ranked in cell order.
-fn cpm_columns(rows: &Rows, scan: &GroupScan, keep: Option<&[usize]>, sorted: bool) -> CpmColumns {
+/// `sorted`: sort each gene's values (the reference); a group's are ranked in cell order. Every gene gets its
+/// column, gated or not (the ungated hold ~3 % of the entries): the fill then needs no gene → column lookup.
+fn cpm_columns(rows: &Rows, scan: &GroupScan, sorted: bool) -> CpmColumns {
     let n = rows.n();
     let n_vars = scan.col_sums.len();
     let mut sum = vec![0.0f64; n_vars];
-    // gene → slot in keep
-    let slot: Vec<u32> = match keep {
-        Some(k) => {
-            let mut s = vec![u32::MAX; n_vars];
-            for (i, &g) in k.iter().enumerate() {
-                s[g] = i as u32;
-            }
-            s
-        }
-        None => Vec::new(),
-    };
-    let nk = keep.map_or(0, |k| k.len());
-    // the kept genes' column layout first (from the scan's counts), so the values go straight into place: a
-    // positive count is a positive CPM (x = v/f with f ≥ v/1e6 cannot underflow in f64)
-    let mut ptr = vec![0usize; nk + 1];
-    for (i, &g) in keep.unwrap_or_default().iter().enumerate() {
-        ptr[i + 1] = ptr[i] + scan.col_positive[g] as usize;
+    // the column layout first (from the scan's counts), so the values go straight into place: a positive count
+    // is a positive CPM (x = v/f with f ≥ v/1e6 cannot underflow in f64)
+    let mut ptr = vec![0usize; n_vars + 1];
+    for (g, &c) in scan.col_positive.iter().enumerate() {
+        ptr[g + 1] = ptr[g] + c as usize;
     }
-    let mut fill = ptr[..nk].to_vec();
-    let mut vals = vec![0u64; ptr[nk]];
+    let mut fill = ptr[..n_vars].to_vec();
+    let mut vals = vec![0u64; ptr[n_vars]];
     for (i, &l) in scan.cell_totals.iter().enumerate() {
         let (cols, cell_vals) = rows.cell(i);
         let mut f = l / CELL_TARGET_SUM;
@@ -63,12 +52,9 @@ fn cpm_columns(rows: &Rows, scan: &GroupScan, keep: Option<&[usize]>, sorted: bo
         for (&c, &v) in cols.iter().zip(cell_vals) {
             let x = v as f64 / f;
             sum[c as usize] += x;
-            // the scan's test for a positive entry (a NaN, were one to get here, must not overrun a column)
-            if keep.is_none() || v <= 0.0 || v.is_nan() {
-                continue;
-            }
-            let k = slot[c as usize];
-            if k == u32::MAX {
+            // exactly the scan's test for a positive entry (a NaN, were one to get here, must not overrun a column)
+            #[allow(clippy::neg_cmp_op_on_partial_ord)]
+            if !(v > 0.0) {
                 continue;
             }
             let bits = if v < SMALL_COUNTS as f32 && !has_fraction(v) {
@@ -80,7 +66,7 @@ fn cpm_columns(rows: &Rows, scan: &GroupScan, keep: Option<&[usize]>, sorted: bo
             } else {
                 x.ln_1p().to_bits()
             };
-            let at = &mut fill[k as usize];
+            let at = &mut fill[c as usize];
             vals[*at] = bits;
             *at += 1;
         }
@@ -88,16 +74,16 @@ fn cpm_columns(rows: &Rows, scan: &GroupScan, keep: Option<&[usize]>, sorted: bo
     let nf = n as f64;
     let mean: Vec<f64> = sum.iter().map(|&s| s / nf).collect();
     if sorted {
-        for i in 0..nk {
-            vals[ptr[i]..ptr[i + 1]].sort_unstable();
+        for g in 0..n_vars {
+            vals[ptr[g]..ptr[g + 1]].sort_unstable();
         }
     }
     CpmColumns { n, mean, ptr, vals }
 }
 
 impl CpmColumns {
-    fn gene(&self, k: usize) -> &[u64] {
-        &self.vals[self.ptr[k]..self.ptr[k + 1]]
+    fn gene(&self, g: usize) -> &[u64] {
+        &self.vals[self.ptr[g]..self.ptr[g + 1]]
     }
 }
 
@@ -107,7 +93,7 @@ pub struct Reference {
     pub mean: Vec<f64>,
     /// Gated genes (control mean CPM > 5), ascending.
     pub genes: Vec<usize>,
-    /// Per gated gene: sorted non-zero log1p(CPM), tie term, bucket table.
+    /// Per gene (gated or not): sorted non-zero log1p(CPM), tie term, bucket table.
     cols: SortedReference<u64>,
 }
 
@@ -115,10 +101,9 @@ impl Reference {
     /// Build from the control cells.
     pub fn build(rows: &Rows, n_vars: usize) -> Self {
         let scan = rows.scan(n_vars);
-        let pre = cpm_columns(rows, &scan, None, false);
-        let genes: Vec<usize> = (0..n_vars).filter(|&g| pre.mean[g] > MIN_CPM).collect();
-        let CpmColumns { n, ptr, vals, .. } = cpm_columns(rows, &scan, Some(&genes), true);
-        Reference { n, mean: pre.mean, genes, cols: SortedReference::new(n, ptr, vals) }
+        let CpmColumns { n, mean, ptr, vals } = cpm_columns(rows, &scan, true);
+        let genes: Vec<usize> = (0..n_vars).filter(|&g| mean[g] > MIN_CPM).collect();
+        Reference { n, mean, genes, cols: SortedReference::new(n, ptr, vals) }
     }
 }
 
@@ -145,8 +130,7 @@ const TEST_GROUPS_AT_ONCE: usize = 16;
 
 fn test_few(groups: &[(&Rows, &GroupScan)], reference: &Reference) -> Vec<GroupDe> {
     use rayon::prelude::*;
-    let cols: Vec<CpmColumns> =
-        groups.par_iter().map(|(r, scan)| cpm_columns(r, scan, Some(&reference.genes), false)).collect();
+    let cols: Vec<CpmColumns> = groups.par_iter().map(|(r, scan)| cpm_columns(r, scan, false)).collect();
     let n_genes = reference.genes.len();
     let n2 = reference.n;
     let blocks: Vec<Vec<f64>> = (0..n_genes.div_ceil(GENE_BLOCK))
@@ -155,13 +139,13 @@ fn test_few(groups: &[(&Rows, &GroupScan)], reference: &Reference) -> Vec<GroupD
             let genes = b * GENE_BLOCK..((b + 1) * GENE_BLOCK).min(n_genes);
             let mut out = Vec::with_capacity(genes.len() * cols.len());
             let mut scratch = RankScratch::default();
-            for k in genes {
+            for &g in &reference.genes[genes] {
                 // a sequential read brings the gene's reference into cache before the lookups jump around in it
-                std::hint::black_box(reference.cols.warm(k));
+                std::hint::black_box(reference.cols.warm(g));
                 for c in &cols {
                     let n1 = c.n;
                     let (nn, n1f, n2f) = ((n1 + n2) as f64, n1 as f64, n2 as f64);
-                    let (r1, ties) = reference.cols.rank_sum_and_ties_any_order(c.gene(k), n1, k, &mut scratch);
+                    let (r1, ties) = reference.cols.rank_sum_and_ties_any_order(c.gene(g), n1, g, &mut scratch);
                     // scanpy: T = 1 - Σ(t³-t)/(N³-N); std = sqrt(T·n1·n2·(N+1)/12); z = (R1 - n1(N+1)/2)/std
                     let t = 1.0 - ties / (nn * nn * nn - nn);
                     let sd = (t * n1f * n2f * (nn + 1.0) / 12.0).sqrt();
