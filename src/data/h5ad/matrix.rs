@@ -297,15 +297,15 @@ impl SparseNode {
         for (run, group) in runs.chunks(runs_per_read).enumerate() {
             let ranges: Vec<std::ops::Range<usize>> = group.iter().map(|&(r0, r1)| indptr[r0]..indptr[r1]).collect();
             let total: usize = ranges.iter().map(|r| r.len()).sum();
-            let (mut raw, mut data) = match ranges.as_slice() {
-                [r] if !union => (
-                    hdf::read_indices_raw(ctx, &self.indices, &idx_element, Some(r.clone()))?,
-                    self.read_data(ctx, r.clone())?,
-                ),
-                _ => (
+            let (mut raw, mut data) = if union {
+                (
                     RawIndices::I32(read_ranges::<i32>(&self.indices, &ranges).at(ctx, &idx_element)?),
                     read_ranges::<f32>(&self.data, &ranges).at(ctx, &data_element)?,
-                ),
+                )
+            } else {
+                // one run per read (`chunks` never yields an empty group)
+                let r = ranges[0].clone();
+                (hdf::read_indices_raw(ctx, &self.indices, &idx_element, Some(r.clone()))?, self.read_data(ctx, r)?)
             };
             if raw.len() != total || data.len() != total {
                 let (a, b) = (ranges[0].start, ranges[ranges.len() - 1].end);

@@ -8,7 +8,7 @@
 //!   **no** continuity correction, NaN z → 0, `p = 2·ndtr(−|z|)` (scanpy `_rank_genes_groups.py`, `norm.sf`);
 //! - BH within each perturbation over the gated genes (`bh::bh_adjust` = scipy `false_discovery_control`).
 
-use super::{GroupScan, Rows, CELL_TARGET_SUM, DE_EPSILON, MIN_CPM};
+use super::{counted_positive, GroupScan, Rows, CELL_TARGET_SUM, DE_EPSILON, MIN_CPM};
 use crate::eval::bh::bh_adjust;
 use crate::eval::mwu::{ndtr, RankScratch, SortedReference};
 use crate::eval::normalize::has_fraction;
@@ -52,9 +52,8 @@ fn cpm_columns(rows: &Rows, scan: &GroupScan, sorted: bool) -> CpmColumns {
         for (&c, &v) in cols.iter().zip(cell_vals) {
             let x = v as f64 / f;
             sum[c as usize] += x;
-            // exactly the scan's test for a positive entry (a NaN, were one to get here, must not overrun a column)
-            #[allow(clippy::neg_cmp_op_on_partial_ord)]
-            if !(v > 0.0) {
+            // exactly the scan's test (a NaN, were one to get here, must not overrun a column)
+            if !counted_positive(v) {
                 continue;
             }
             let bits = if v < SMALL_COUNTS as f32 && !has_fraction(v) {
@@ -98,10 +97,10 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// Build from the control cells.
-    pub fn build(rows: &Rows, n_vars: usize) -> Self {
-        let scan = rows.scan(n_vars);
-        let CpmColumns { n, mean, ptr, vals } = cpm_columns(rows, &scan, true);
+    /// Build from the control cells and their scan.
+    pub fn build(rows: &Rows, scan: &GroupScan) -> Self {
+        let n_vars = scan.col_sums.len();
+        let CpmColumns { n, mean, ptr, vals } = cpm_columns(rows, scan, true);
         let genes: Vec<usize> = (0..n_vars).filter(|&g| mean[g] > MIN_CPM).collect();
         Reference { n, mean, genes, cols: SortedReference::new(n, ptr, vals) }
     }

@@ -9,11 +9,6 @@
 use super::{GroupScan, Rows, BULK_TARGET_SUM};
 use crate::eval::metrics::numeric::np_sum_f64;
 
-/// Column sums `P` (f64, cells in order).
-pub fn column_sums(rows: &Rows, n_vars: usize) -> Vec<f64> {
-    rows.scan(n_vars).col_sums
-}
-
 /// The bulk profile `log1p(P · (5e4/S))` (`prep.py::bulk_lognorm_means`: the scale is formed first) and `S`
 /// (numpy's pairwise sum).
 pub fn bulk_from_sums(p: &[f64]) -> (Vec<f64>, f64) {
@@ -176,7 +171,7 @@ fn add_cell_direct(p: &[f64], b: &[f64], s: f64, cols: &[u32], vals: &[f32], sum
 
 /// The correction summed entry by entry, as cell-eval2 does (the reference for [`bulk_and_jackknife`]).
 pub fn bulk_and_jackknife_direct(rows: &Rows, n_vars: usize) -> (Vec<f64>, f64) {
-    let p = column_sums(rows, n_vars);
+    let p = rows.scan(n_vars).col_sums;
     let (profile, s) = bulk_from_sums(&p);
     let n = rows.n();
     if n < 2 || s <= 0.0 {

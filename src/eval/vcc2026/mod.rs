@@ -140,6 +140,13 @@ pub struct GroupScan {
     pub cell_totals: Vec<f64>,
 }
 
+/// The entries [`GroupScan::col_positive`] counts, and so the ones the DE's CPM columns hold (NaN and negative
+/// values are not).
+#[inline]
+pub(crate) fn counted_positive(v: f32) -> bool {
+    v > 0.0
+}
+
 impl Rows {
     pub fn n(&self) -> usize {
         self.ends.len()
@@ -155,7 +162,7 @@ impl Rows {
                 let mut l = 0.0f64;
                 for (&c, &v) in cols.iter().zip(vals) {
                     col_sums[c as usize] += v as f64;
-                    col_positive[c as usize] += u32::from(v > 0.0);
+                    col_positive[c as usize] += u32::from(counted_positive(v));
                     l += v as f64;
                 }
                 l
@@ -381,9 +388,10 @@ pub fn analyse_side(
     let own_ref = std::thread::scope(|ts| -> Result<Option<de::Reference>> {
         let mut reader = batches.get(1).map(|b| ts.spawn(move || read(b)));
         // the control's profile and (when the side is its own reference) the reference, on the two cores
+        let ctrl_scan = ctrl_rows.scan(n_vars);
         let ((b, j), own_ref) = rayon::join(
-            || jackknife::bulk_and_jackknife(&ctrl_rows, n_vars),
-            || matches!(reference, RefChoice::Own).then(|| de::Reference::build(&ctrl_rows, n_vars)),
+            || jackknife::bulk_and_jackknife_scanned(&ctrl_rows, &ctrl_scan),
+            || matches!(reference, RefChoice::Own).then(|| de::Reference::build(&ctrl_rows, &ctrl_scan)),
         );
         drop(ctrl_rows);
         bulk[side.control] = b;
