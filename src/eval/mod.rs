@@ -26,6 +26,7 @@ pub mod results_csv;
 pub mod score;
 pub mod types;
 pub mod vcc2026;
+pub mod vector_log;
 
 pub use error::{EvalError, Result as EvalResult};
 pub use types::{DeTable, Pseudobulk};
