@@ -29,10 +29,11 @@ const SERIES_MAX_DELTA: f64 = 0.25;
 /// The group's bulk profile and jackknife correction.
 ///
 /// Where a cell has a zero, `V = log1p(T·P/r) − log1p(T·P/S) = log1p(w·δ)` exactly, with `w = a/(1+a)`,
-/// `a = T·P/S` and `δ = ℓ/r`. So the zero entries of a gene (about 80% of a sparse matrix) need no logarithm:
-/// `Σ V = Σ_k (−1)^{k+1}/k · w^k · Σ δ^k` and `Σ V² = Σ_m e_m · w^m · Σ δ^m` are power series in `w` whose
-/// coefficients are power sums of the cells' `δ`, taken over all cells minus the cells where the gene is
-/// non-zero. Only the non-zero entries take a logarithm. Truncation is below 1e-18 of each term; the result
+/// `a = T·P/S` and `δ = ℓ/r`. So the zero entries of a gene (about 80% of a sparse matrix) need no logarithm of
+/// their own: over every cell, `Σ_i log1p(w·δ_i) = Σ_k (−1)^{k+1}/k · w^k · Σ_i δ_i^k` and its square are power
+/// series in `w` whose coefficients are the power sums of the cells' `δ`, the same for every gene. Each stored
+/// entry then adds its own `V` and takes back the `Z = log1p(w·δ)` the series counted for it: two logarithms per
+/// stored entry, taken a cell at a time by [`log1p_scaled`]. Truncation is below 1e-18 of each term; the result
 /// agrees with the direct per-entry sum ([`bulk_and_jackknife_direct`]) to ~1e-13 relative.
 pub fn bulk_and_jackknife(rows: &Rows, n_vars: usize) -> (Vec<f64>, f64) {
     bulk_and_jackknife_scanned(rows, &rows.scan(n_vars))
