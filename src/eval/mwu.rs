@@ -127,10 +127,13 @@ pub fn rank_sum_and_ties_vs<T: Copy + PartialOrd>(
 
 /// A value whose bit pattern orders like the value for positive numbers (IEEE floats), for [`SortedReference`].
 pub trait RankKey: Copy + PartialOrd {
+    /// Greater than every value ranked (pads the columns of [`SortedReference`]).
+    const ABOVE_ALL: Self;
     fn key(self) -> u64;
 }
 
 impl RankKey for f32 {
+    const ABOVE_ALL: f32 = f32::INFINITY;
     fn key(self) -> u64 {
         u64::from(self.to_bits())
     }
@@ -138,6 +141,7 @@ impl RankKey for f32 {
 
 /// The bit pattern of a positive f32, which orders like the value.
 impl RankKey for u32 {
+    const ABOVE_ALL: u32 = u32::MAX;
     fn key(self) -> u64 {
         u64::from(self)
     }
@@ -145,12 +149,14 @@ impl RankKey for u32 {
 
 /// The bit pattern of a positive f64, which orders like the value.
 impl RankKey for u64 {
+    const ABOVE_ALL: u64 = u64::MAX;
     fn key(self) -> u64 {
         self
     }
 }
 
 impl RankKey for f64 {
+    const ABOVE_ALL: f64 = f64::INFINITY;
     fn key(self) -> u64 {
         self.to_bits()
     }
@@ -173,6 +179,7 @@ struct Buckets {
 #[derive(Debug, Clone)]
 pub struct SortedReference<T> {
     n: usize,
+    /// Column `c` is `vals[ptr[c]..ptr[c + 1] - PAD]`, followed by `PAD` copies of [`RankKey::ABOVE_ALL`].
     ptr: Vec<usize>,
     vals: Vec<T>,
     ties: Vec<f64>,
@@ -181,6 +188,10 @@ pub struct SortedReference<T> {
     starts: Vec<u32>,
 }
 
+/// Values after each column: a short bucket is counted over [`Lookup::SHORT`] slots without checking where it
+/// ends (what follows a bucket in its column is above every value of the bucket, and so is the padding).
+const PAD: usize = Lookup::<u32>::SHORT;
+
 impl<T: RankKey> SortedReference<T> {
     /// `n` cells; column `c` holds the sorted positive values `vals[ptr[c]..ptr[c + 1]]`.
     pub fn new(n: usize, ptr: Vec<usize>, vals: Vec<T>) -> Self {
@@ -188,8 +199,14 @@ impl<T: RankKey> SortedReference<T> {
         let mut ties = Vec::with_capacity(n_cols);
         let mut buckets = Vec::with_capacity(n_cols);
         let mut starts = Vec::new();
+        let mut padded = Vec::with_capacity(vals.len() + PAD * n_cols);
+        let mut padded_ptr = Vec::with_capacity(n_cols + 1);
+        padded_ptr.push(0);
         for c in 0..n_cols {
             let ys = &vals[ptr[c]..ptr[c + 1]];
+            padded.extend_from_slice(ys);
+            padded.extend(std::iter::repeat_n(T::ABOVE_ALL, PAD));
+            padded_ptr.push(padded.len());
             ties.push(nonzero_tie_term(ys));
             let (first, last) = match (ys.first(), ys.last()) {
                 (Some(a), Some(b)) => (a.key(), b.key()),
@@ -216,7 +233,7 @@ impl<T: RankKey> SortedReference<T> {
             }
             buckets.push(Buckets { first, last, shift, offset });
         }
-        SortedReference { n, ptr, vals, ties, buckets, starts }
+        SortedReference { n, ptr: padded_ptr, vals: padded, ties, buckets, starts }
     }
 
     /// Cells of the reference.
@@ -245,13 +262,18 @@ impl<T: RankKey> SortedReference<T> {
 
     /// Sorted positive values of column `c`.
     pub fn column(&self, c: usize) -> &[T] {
-        &self.vals[self.ptr[c]..self.ptr[c + 1]]
+        &self.vals[self.ptr[c]..self.ptr[c + 1] - PAD]
     }
 
     /// Column `c` with its bucket table, for [`Lookup::locate`].
     fn lookup(&self, c: usize) -> Lookup<'_, T> {
         let bk = self.buckets[c];
-        Lookup { ys: self.column(c), bk, starts: &self.starts[bk.offset..] }
+        Lookup {
+            ys: self.column(c),
+            padded: &self.vals[self.ptr[c]..self.ptr[c + 1]],
+            bk,
+            starts: &self.starts[bk.offset..],
+        }
     }
 
     /// Σ(t³ − t) over column `c`'s distinct positive values.
@@ -432,6 +454,8 @@ impl<T: RankKey> DuplicateFilter<T> {
 /// One reference column as the rank searches need it: its sorted values and its bucket table.
 struct Lookup<'a, T> {
     ys: &'a [T],
+    /// `ys` and its padding.
+    padded: &'a [T],
     bk: Buckets,
     starts: &'a [u32],
 }
@@ -454,16 +478,13 @@ impl<T: RankKey> Lookup<'_, T> {
             let j = ((k - bk.first) >> bk.shift) as usize;
             let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
             if e - s <= Self::SHORT {
-                // count the bucket's values below and at v: fixed trip count, no data-dependent branch
-                // (an index past the bucket is clamped into the column and its comparison masked out)
-                let last = ys.len() - 1;
+                // count the bucket's values below and at v over SHORT slots, no data-dependent branch: the slots
+                // past the bucket hold values above v (the next buckets' or the padding)
+                let slots = &self.padded[s..s + Self::SHORT];
                 let (mut lo, mut hi) = (s, s);
-                for i in 0..Self::SHORT {
-                    let at = s + i;
-                    let y = ys[at.min(last)];
-                    let inside = at < e;
-                    lo += (inside & (y < v)) as usize;
-                    hi += (inside & (y <= v)) as usize;
+                for &y in slots {
+                    lo += (y < v) as usize;
+                    hi += (y <= v) as usize;
                 }
                 return (lo, hi);
             }
