@@ -1,11 +1,12 @@
-//! `log1p` of a whole buffer, written so that the compiler vectorises it: the jackknife takes one per stored
+//! `log1p` of a whole buffer, written so that the compiler vectorises it: the jackknife takes two per stored
 //! entry of every group (hundreds of millions per run), and libm's scalar `log` was ~30 % of its time.
 //!
 //! The logarithm is musl's `log.c` (from FreeBSD's `e_log.c`): `u = 2^k·(1+f)` with `1+f` in [√2/2, √2),
 //! `s = f/(2+f)`, the `Lg1..Lg7` polynomial in `s²`, error below 1 ulp; here without branches, and with `f = x`
-//! where `k = 0` so that small arguments keep their bits (within a few ulps of libm's `log1p`). The loop is compiled for AVX-512 and AVX2 besides the baseline and
-//! picked at run time (`multiversion`). No multiply-add is fused (Rust does not contract `a*b + c`), so every
-//! version rounds the same way and the results do not depend on the CPU.
+//! where `k = 0` so that small arguments keep their bits (within a few ulps of libm's `log1p`). The loop is
+//! compiled for AVX-512 and AVX2 besides the baseline and picked at run time (`multiversion`). No multiply-add is
+//! fused (Rust does not contract `a*b + c`), so every version rounds the same way and the results do not depend
+//! on the CPU.
 //!
 //! Not for values whose ties matter (the DE ranks use libm's `ln_1p`, as numpy does).
 
