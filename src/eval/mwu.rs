@@ -268,12 +268,7 @@ impl<T: RankKey> SortedReference<T> {
     /// Column `c` with its bucket table, for [`Lookup::locate`].
     fn lookup(&self, c: usize) -> Lookup<'_, T> {
         let bk = self.buckets[c];
-        Lookup {
-            ys: self.column(c),
-            padded: &self.vals[self.ptr[c]..self.ptr[c + 1]],
-            bk,
-            starts: &self.starts[bk.offset..],
-        }
+        Lookup { padded: &self.vals[self.ptr[c]..self.ptr[c + 1]], bk, starts: &self.starts[bk.offset..] }
     }
 
     /// Σ(t³ − t) over column `c`'s distinct positive values.
@@ -284,7 +279,7 @@ impl<T: RankKey> SortedReference<T> {
     /// [`rank_sum_and_ties_vs`] of the sorted positive target values `x_nz` (of `n1` cells) against column `c`.
     pub fn rank_sum_and_ties(&self, x_nz: &[T], n1: usize, c: usize) -> (f64, f64) {
         let col = self.lookup(c);
-        let ys = col.ys;
+        let ys = col.ys();
         let zx = n1 - x_nz.len();
         let zy = self.n - ys.len();
         let t0 = (zx + zy) as f64;
@@ -328,7 +323,7 @@ impl<T: RankKey> SortedReference<T> {
     #[inline(always)]
     fn rank_sum_and_ties_with(&self, x_nz: &[T], n1: usize, c: usize, mut each: impl FnMut(T)) -> (f64, f64) {
         let col = self.lookup(c);
-        let ys = col.ys;
+        let ys = col.ys();
         let zx = n1 - x_nz.len();
         let zy = self.n - ys.len();
         let t0 = (zx + zy) as f64;
@@ -453,14 +448,18 @@ impl<T: RankKey> DuplicateFilter<T> {
 
 /// One reference column as the rank searches need it: its sorted values and its bucket table.
 struct Lookup<'a, T> {
-    ys: &'a [T],
-    /// `ys` and its padding.
+    /// The column's values and their `PAD` values of padding.
     padded: &'a [T],
     bk: Buckets,
     starts: &'a [u32],
 }
 
 impl<T: RankKey> Lookup<'_, T> {
+    /// The column's values.
+    fn ys(&self) -> &[T] {
+        &self.padded[..self.padded.len() - PAD]
+    }
+
     /// Buckets of at most this many values are counted branch-free.
     const SHORT: usize = 4;
 
@@ -468,7 +467,7 @@ impl<T: RankKey> Lookup<'_, T> {
     /// most [`Self::SHORT`]; a search in a longer one).
     #[inline(always)]
     fn locate(&self, v: T) -> (usize, usize) {
-        let (ys, bk, starts) = (self.ys, self.bk, self.starts);
+        let (ys, bk, starts) = (self.ys(), self.bk, self.starts);
         let k = v.key();
         if ys.is_empty() || k < bk.first {
             (0, 0)

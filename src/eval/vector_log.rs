@@ -47,14 +47,17 @@ fn log1p_nonnegative(x: f64) -> f64 {
     s * (hfsq + r) + dk * LN2_LO - hfsq + f + dk * LN2_HI
 }
 
+/// The arguments [`log1p_nonnegative`] holds for (`1 + x` is then a normal number).
+const NONNEGATIVE: std::ops::RangeInclusive<f64> = 0.0..=f64::MAX;
+
 /// `out[i] = log1p(scale · xs[i])` for `out` as long as `xs`.
 pub fn log1p_scaled(xs: &[f64], scale: f64, out: &mut [f64]) {
     let out = &mut out[..xs.len()];
     if !log1p_scaled_kernel(xs, scale, out) {
-        // the kernel holds only for 0 <= x <= f64::MAX; the rest goes to libm
+        // the rest goes to libm
         for (o, &v) in out.iter_mut().zip(xs) {
             let x = scale * v;
-            if !(0.0..=f64::MAX).contains(&x) {
+            if !NONNEGATIVE.contains(&x) {
                 *o = x.ln_1p();
             }
         }
@@ -67,7 +70,7 @@ fn log1p_scaled_kernel(xs: &[f64], scale: f64, out: &mut [f64]) -> bool {
     let mut in_range = true;
     for (o, &v) in out.iter_mut().zip(xs) {
         let x = scale * v;
-        in_range &= (0.0..=f64::MAX).contains(&x);
+        in_range &= NONNEGATIVE.contains(&x);
         *o = log1p_nonnegative(x);
     }
     in_range
