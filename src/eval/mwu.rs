@@ -192,21 +192,36 @@ pub struct SortedReference<T> {
 /// ends (what follows a bucket in its column is above every value of the bucket, and so is the padding).
 const PAD: usize = Lookup::<u32>::SHORT;
 
+/// The slots after each column of [`SortedReference::from_padded`]'s layout.
+pub const REFERENCE_PAD: usize = PAD;
+
 impl<T: RankKey> SortedReference<T> {
     /// `n` cells; column `c` holds the sorted positive values `vals[ptr[c]..ptr[c + 1]]`.
     pub fn new(n: usize, ptr: Vec<usize>, vals: Vec<T>) -> Self {
         let n_cols = ptr.len().saturating_sub(1);
-        let mut ties = Vec::with_capacity(n_cols);
-        let mut buckets = Vec::with_capacity(n_cols);
-        let mut starts = Vec::new();
         let mut padded = Vec::with_capacity(vals.len() + PAD * n_cols);
         let mut padded_ptr = Vec::with_capacity(n_cols + 1);
         padded_ptr.push(0);
         for c in 0..n_cols {
-            let ys = &vals[ptr[c]..ptr[c + 1]];
-            padded.extend_from_slice(ys);
+            padded.extend_from_slice(&vals[ptr[c]..ptr[c + 1]]);
             padded.extend(std::iter::repeat_n(T::ABOVE_ALL, PAD));
             padded_ptr.push(padded.len());
+        }
+        Self::from_padded(n, padded_ptr, padded)
+    }
+
+    /// `n` cells; column `c` holds its sorted positive values in `vals[ptr[c]..ptr[c + 1] - REFERENCE_PAD]`,
+    /// followed by [`REFERENCE_PAD`] slots that this fills. A caller that lays its columns out this way saves
+    /// [`Self::new`]'s copy (a fresh buffer of the reference's size).
+    pub fn from_padded(n: usize, ptr: Vec<usize>, mut vals: Vec<T>) -> Self {
+        let n_cols = ptr.len().saturating_sub(1);
+        let mut ties = Vec::with_capacity(n_cols);
+        let mut buckets = Vec::with_capacity(n_cols);
+        let mut starts = Vec::new();
+        for c in 0..n_cols {
+            let end = ptr[c + 1] - PAD;
+            vals[end..ptr[c + 1]].fill(T::ABOVE_ALL);
+            let ys = &vals[ptr[c]..end];
             ties.push(nonzero_tie_term(ys));
             let (first, last) = match (ys.first(), ys.last()) {
                 (Some(a), Some(b)) => (a.key(), b.key()),
@@ -233,7 +248,7 @@ impl<T: RankKey> SortedReference<T> {
             }
             buckets.push(Buckets { first, last, shift, offset });
         }
-        SortedReference { n, ptr: padded_ptr, vals: padded, ties, buckets, starts }
+        SortedReference { n, ptr, vals, ties, buckets, starts }
     }
 
     /// Cells of the reference.

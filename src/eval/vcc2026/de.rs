@@ -10,8 +10,7 @@
 
 use super::{counted_positive, GroupScan, Rows, CELL_TARGET_SUM, DE_EPSILON, MIN_CPM};
 use crate::eval::bh::bh_adjust;
-use crate::eval::mwu::{ndtr, RankScratch, SortedReference};
-use crate::eval::normalize::has_fraction;
+use crate::eval::mwu::{ndtr, RankScratch, SortedReference, REFERENCE_PAD};
 
 /// Per-cell CPM of a group: mean CPM per gene and the non-zero `log1p(CPM)` per gene.
 struct CpmColumns {
@@ -26,7 +25,8 @@ struct CpmColumns {
 /// Counts below this get their log1p(CPM) cached per cell in [`cpm_columns`].
 const SMALL_COUNTS: usize = 64;
 
-/// `sorted`: sort each gene's values (the reference); a group's are ranked in cell order. Every gene gets its
+/// `sorted`: sort each gene's values and leave [`REFERENCE_PAD`] slots after each column, the layout of
+/// [`SortedReference::from_padded`] (the reference); a group's are ranked in cell order. Every gene gets its
 /// column, gated or not (the ungated hold ~3 % of the entries): the fill then needs no gene → column lookup.
 fn cpm_columns(rows: &Rows, scan: &GroupScan, sorted: bool) -> CpmColumns {
     let n = rows.n();
@@ -34,9 +34,10 @@ fn cpm_columns(rows: &Rows, scan: &GroupScan, sorted: bool) -> CpmColumns {
     let mut sum = vec![0.0f64; n_vars];
     // the column layout first (from the scan's counts), so the values go straight into place: a positive count
     // is a positive CPM (x = v/f with f ≥ v/1e6 cannot underflow in f64)
+    let pad = if sorted { REFERENCE_PAD } else { 0 };
     let mut ptr = vec![0usize; n_vars + 1];
     for (g, &c) in scan.col_positive.iter().enumerate() {
-        ptr[g + 1] = ptr[g] + c as usize;
+        ptr[g + 1] = ptr[g] + c as usize + pad;
     }
     let mut fill = ptr[..n_vars].to_vec();
     let mut vals = vec![0u64; ptr[n_vars]];
@@ -56,8 +57,10 @@ fn cpm_columns(rows: &Rows, scan: &GroupScan, sorted: bool) -> CpmColumns {
             if !counted_positive(v) {
                 continue;
             }
-            let bits = if v < SMALL_COUNTS as f32 && !has_fraction(v) {
-                let e = &mut small[v as usize];
+            // v > 0 here: `k` is its integer part (saturated above u32::MAX), and `k == v` means v is a count
+            let k = v as u32;
+            let bits = if (k as usize) < SMALL_COUNTS && k as f32 == v {
+                let e = &mut small[k as usize];
                 if *e == 0 {
                     *e = x.ln_1p().to_bits();
                 }
@@ -74,13 +77,14 @@ fn cpm_columns(rows: &Rows, scan: &GroupScan, sorted: bool) -> CpmColumns {
     let mean: Vec<f64> = sum.iter().map(|&s| s / nf).collect();
     if sorted {
         for g in 0..n_vars {
-            vals[ptr[g]..ptr[g + 1]].sort_unstable();
+            vals[ptr[g]..ptr[g + 1] - pad].sort_unstable();
         }
     }
     CpmColumns { n, mean, ptr, vals }
 }
 
 impl CpmColumns {
+    /// Gene `g`'s values (a group's columns have no padding).
     fn gene(&self, g: usize) -> &[u64] {
         &self.vals[self.ptr[g]..self.ptr[g + 1]]
     }
@@ -102,7 +106,7 @@ impl Reference {
         let n_vars = scan.col_sums.len();
         let CpmColumns { n, mean, ptr, vals } = cpm_columns(rows, scan, true);
         let genes: Vec<usize> = (0..n_vars).filter(|&g| mean[g] > MIN_CPM).collect();
-        Reference { n, mean, genes, cols: SortedReference::new(n, ptr, vals) }
+        Reference { n, mean, genes, cols: SortedReference::from_padded(n, ptr, vals) }
     }
 }
 

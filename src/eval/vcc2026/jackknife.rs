@@ -82,18 +82,20 @@ pub fn bulk_and_jackknife_scanned(rows: &Rows, scan: &GroupScan) -> (Vec<f64>, f
             })
             .collect();
         // per cell, per stored entry: V and the zero-entry value Z it replaces in the series sums below
-        let (mut rest, mut wz, mut lv, mut lz) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut rest, mut wz, mut lv, mut lz): (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) = Default::default();
         for &(i, delta, r) in &series {
             let (cols, vals) = rows.cell(i);
-            rest.clear();
-            wz.clear();
-            for (&c, &y) in cols.iter().zip(vals) {
-                let g = c as usize;
-                rest.push(p[g] - y as f64);
-                wz.push(w[g]);
+            // sized first and filled by index: `push` kept its length and capacity in memory, a store and a
+            // check per entry
+            let m = cols.len();
+            for buf in [&mut rest, &mut wz, &mut lv, &mut lz] {
+                buf.resize(m, 0.0);
             }
-            lv.resize(rest.len(), 0.0);
-            lz.resize(rest.len(), 0.0);
+            for (((&c, &y), r), z) in cols.iter().zip(vals).zip(rest.iter_mut()).zip(wz.iter_mut()) {
+                let g = c as usize;
+                *r = p[g] - y as f64;
+                *z = w[g];
+            }
             log1p_scaled(&rest, BULK_TARGET_SUM / r, &mut lv);
             log1p_scaled(&wz, delta, &mut lz);
             for ((&c, &l), &z) in cols.iter().zip(&lv).zip(&lz) {
