@@ -156,18 +156,19 @@ impl Rows {
     pub fn scan(&self, n_vars: usize) -> GroupScan {
         let mut col_sums = vec![0.0f64; n_vars];
         let mut col_positive = vec![0u32; n_vars];
-        let cell_totals = (0..self.n())
-            .map(|i| {
-                let (cols, vals) = self.cell(i);
-                let mut l = 0.0f64;
-                for (&c, &v) in cols.iter().zip(vals) {
-                    col_sums[c as usize] += v as f64;
-                    col_positive[c as usize] += u32::from(counted_positive(v));
-                    l += v as f64;
-                }
-                l
-            })
-            .collect();
+        let mut cell_totals = Vec::with_capacity(self.n());
+        // plain slices: through the vectors themselves their pointers and lengths were reloaded per entry
+        let (sums, positive) = (&mut col_sums[..], &mut col_positive[..]);
+        for i in 0..self.n() {
+            let (cols, vals) = self.cell(i);
+            for (&c, &v) in cols.iter().zip(vals) {
+                sums[c as usize] += v as f64;
+                positive[c as usize] += u32::from(counted_positive(v));
+            }
+            // a loop of its own (the row is in L1 by now): in the loop above the running total was kept on the
+            // stack, a store and a reload per entry
+            cell_totals.push(vals.iter().fold(0.0f64, |l, &v| l + v as f64));
+        }
         GroupScan { col_sums, col_positive, cell_totals }
     }
 
