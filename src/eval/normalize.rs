@@ -106,15 +106,17 @@ impl ScanStats {
 }
 
 /// How stored values become the log1p expression that DE and the pseudobulks use.
-/// `x.fract() != 0.0` without libm's `truncf` call (hot in the count checks): below 2^23 the integer part of a
-/// finite f32 is `x as i32`, above it every finite f32 is an integer; NaN and ±inf have a NaN fraction.
+/// `x.fract() != 0.0` without libm's `truncf` call (hot in the count checks), branch-free so that a fold over a
+/// row vectorises (`x as i32` saturates, which kept it scalar). Below 2^23, `(|x| + 2^23) − 2^23` is `|x|`
+/// rounded to an integer (the sum lies in [2^23, 2^24), where f32 steps by 1; both operations are exact but the
+/// rounding); above it every finite f32 is an integer; NaN and ±inf have a NaN fraction.
 #[inline]
 pub fn has_fraction(x: f32) -> bool {
-    if x.abs() < 8_388_608.0 {
-        (x as i32) as f32 != x
-    } else {
-        !x.is_finite()
-    }
+    const TWO_23: f32 = 8_388_608.0;
+    let a = x.abs();
+    let small = a < TWO_23;
+    let rounded = (a + TWO_23) - TWO_23;
+    (small & (rounded != a)) | (!small & !(a <= f32::MAX))
 }
 
 /// One cell's statistics in eight independent lanes (vectorised): total (if `TOTALS`), non-zeros, min, max,
@@ -321,10 +323,34 @@ mod tests {
 
     #[test]
     fn has_fraction_is_fract_not_zero() {
-        let specials = [0.0f32, -0.0, 0.5, -0.5, 1.0, -3.0, 8_388_607.5, 8_388_608.0, 1e30, f32::NAN, f32::INFINITY];
+        let specials = [
+            0.0f32,
+            -0.0,
+            0.5,
+            -0.5,
+            1.0,
+            -3.0,
+            2.5,
+            3.5,
+            1e-40,
+            8_388_607.5,
+            8_388_608.0,
+            -8_388_607.5,
+            16_777_217.0,
+            1e30,
+            f32::MAX,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ];
         let steps = (0..20_000).map(|i| i as f32 * 0.137 - 1000.0);
         for x in specials.into_iter().chain(steps) {
             assert_eq!(has_fraction(x), x.fract() != 0.0, "{x}");
+        }
+        // every 997th bit pattern: all exponents, both signs, subnormals, NaNs
+        for bits in (0..=u32::MAX).step_by(997) {
+            let x = f32::from_bits(bits);
+            assert_eq!(has_fraction(x), x.fract() != 0.0, "{x} ({bits:#x})");
         }
     }
 
