@@ -116,7 +116,7 @@ pub fn has_fraction(x: f32) -> bool {
     let a = x.abs();
     let small = a < TWO_23;
     let rounded = (a + TWO_23) - TWO_23;
-    (small & (rounded != a)) | (!small & !(a <= f32::MAX))
+    (small & (rounded != a)) | (!small & !a.is_finite())
 }
 
 /// One cell's statistics in eight independent lanes (vectorised): total (if `TOTALS`), non-zeros, min, max,
