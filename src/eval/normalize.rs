@@ -105,7 +105,6 @@ impl ScanStats {
     }
 }
 
-/// How stored values become the log1p expression that DE and the pseudobulks use.
 /// `x.fract() != 0.0` without libm's `truncf` call (hot in the count checks), branch-free so that a fold over a
 /// row vectorises (`x as i32` saturates, which kept it scalar). Below 2^23, `(|x| + 2^23) − 2^23` is `|x|`
 /// rounded to an integer (the sum lies in [2^23, 2^24), where f32 steps by 1; both operations are exact but the
