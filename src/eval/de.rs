@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::bh::bh_adjust;
 use super::error::{EvalError, Result};
 use super::input::PreparedFile;
-use super::mwu::{mwu_from_ranks, MwuResult, RankScratch, SortedReference};
+use super::mwu::{mwu_from_ranks, MwuResult, RankScratch, SortedReference, REFERENCE_PAD};
 use super::pseudobulk::PseudobulkAcc;
 use super::types::{DeTable, Pseudobulk};
 use crate::data::anndata::MatrixEncoding;
@@ -90,27 +90,33 @@ impl GroupRows {
         acc
     }
 
-    /// Per-gene sorted non-zero values (a CSC transpose of the group), as their f32 bit patterns: the values are
-    /// positive (the input checks reject negative data), so the bits sort like the values, and faster.
+    /// Per-gene sorted non-zero values (a CSC transpose of the group), as their f32 bit patterns, in
+    /// [`SortedReference::from_padded`]'s layout: the values are positive (the input checks reject negative data),
+    /// so the bits sort like the values, and faster.
     fn sorted_columns(&self, n_vars: usize) -> GeneColumns {
-        let mut out = self.columns(n_vars);
+        let mut out = self.columns_padded(n_vars, REFERENCE_PAD);
         for g in 0..n_vars {
-            out.vals[out.ptr[g]..out.ptr[g + 1]].sort_unstable();
+            out.vals[out.ptr[g]..out.ptr[g + 1] - REFERENCE_PAD].sort_unstable();
         }
         out
     }
 
     /// Per-gene non-zero values in cell order (a CSC transpose of the group), as f32 bit patterns.
     fn columns(&self, n_vars: usize) -> GeneColumns {
+        self.columns_padded(n_vars, 0)
+    }
+
+    /// [`Self::columns`] with `pad` free slots after each column.
+    fn columns_padded(&self, n_vars: usize, pad: usize) -> GeneColumns {
         let mut ptr = vec![0usize; n_vars + 1];
         for &c in &self.cols {
             ptr[c as usize + 1] += 1;
         }
         for g in 0..n_vars {
-            ptr[g + 1] += ptr[g];
+            ptr[g + 1] += ptr[g] + pad;
         }
         let mut fill = ptr.clone();
-        let mut vals = vec![0u32; self.vals.len()];
+        let mut vals = vec![0u32; ptr[n_vars]];
         for (&c, &v) in self.cols.iter().zip(&self.vals) {
             let slot = &mut fill[c as usize];
             vals[*slot] = v.to_bits();
@@ -481,7 +487,7 @@ fn run(
                 let _ = reference.set(Reference {
                     n,
                     mean: ctrl_rows.column_means(n, n_vars, file.encoding).into_iter().map(f32::exp_m1).collect(),
-                    columns: SortedReference::new(n, ptr, vals),
+                    columns: SortedReference::from_padded(n, ptr, vals),
                 });
             }
             let reference = reference.get().ok_or(EvalError::Cancelled)?;

@@ -179,7 +179,7 @@ struct Buckets {
 #[derive(Debug, Clone)]
 pub struct SortedReference<T> {
     n: usize,
-    /// Column `c` is `vals[ptr[c]..ptr[c + 1] - PAD]`, followed by `PAD` copies of [`RankKey::ABOVE_ALL`].
+    /// Column `c` is `vals[ptr[c]..ptr[c + 1] - REFERENCE_PAD]`, followed by `REFERENCE_PAD` copies of [`RankKey::ABOVE_ALL`].
     ptr: Vec<usize>,
     vals: Vec<T>,
     ties: Vec<f64>,
@@ -190,21 +190,18 @@ pub struct SortedReference<T> {
 
 /// Values after each column: a short bucket is counted over [`Lookup::SHORT`] slots without checking where it
 /// ends (what follows a bucket in its column is above every value of the bucket, and so is the padding).
-const PAD: usize = Lookup::<u32>::SHORT;
-
-/// The slots after each column of [`SortedReference::from_padded`]'s layout.
-pub const REFERENCE_PAD: usize = PAD;
+pub const REFERENCE_PAD: usize = Lookup::<u32>::SHORT;
 
 impl<T: RankKey> SortedReference<T> {
     /// `n` cells; column `c` holds the sorted positive values `vals[ptr[c]..ptr[c + 1]]`.
     pub fn new(n: usize, ptr: Vec<usize>, vals: Vec<T>) -> Self {
         let n_cols = ptr.len().saturating_sub(1);
-        let mut padded = Vec::with_capacity(vals.len() + PAD * n_cols);
+        let mut padded = Vec::with_capacity(vals.len() + REFERENCE_PAD * n_cols);
         let mut padded_ptr = Vec::with_capacity(n_cols + 1);
         padded_ptr.push(0);
         for c in 0..n_cols {
             padded.extend_from_slice(&vals[ptr[c]..ptr[c + 1]]);
-            padded.extend(std::iter::repeat_n(T::ABOVE_ALL, PAD));
+            padded.extend(std::iter::repeat_n(T::ABOVE_ALL, REFERENCE_PAD));
             padded_ptr.push(padded.len());
         }
         Self::from_padded(n, padded_ptr, padded)
@@ -219,7 +216,7 @@ impl<T: RankKey> SortedReference<T> {
         let mut buckets = Vec::with_capacity(n_cols);
         let mut starts = Vec::new();
         for c in 0..n_cols {
-            let end = ptr[c + 1] - PAD;
+            let end = ptr[c + 1] - REFERENCE_PAD;
             vals[end..ptr[c + 1]].fill(T::ABOVE_ALL);
             let ys = &vals[ptr[c]..end];
             ties.push(nonzero_tie_term(ys));
@@ -277,7 +274,7 @@ impl<T: RankKey> SortedReference<T> {
 
     /// Sorted positive values of column `c`.
     pub fn column(&self, c: usize) -> &[T] {
-        &self.vals[self.ptr[c]..self.ptr[c + 1] - PAD]
+        &self.vals[self.ptr[c]..self.ptr[c + 1] - REFERENCE_PAD]
     }
 
     /// Column `c` with its bucket table, for [`Lookup::locate`].
@@ -463,7 +460,7 @@ impl<T: RankKey> DuplicateFilter<T> {
 
 /// One reference column as the rank searches need it: its sorted values and its bucket table.
 struct Lookup<'a, T> {
-    /// The column's values and their `PAD` values of padding.
+    /// The column's values and their `REFERENCE_PAD` values of padding.
     padded: &'a [T],
     bk: Buckets,
     starts: &'a [u32],
@@ -472,7 +469,7 @@ struct Lookup<'a, T> {
 impl<T: RankKey> Lookup<'_, T> {
     /// The column's values.
     fn ys(&self) -> &[T] {
-        &self.padded[..self.padded.len() - PAD]
+        &self.padded[..self.padded.len() - REFERENCE_PAD]
     }
 
     /// Buckets of at most this many values are counted branch-free.
