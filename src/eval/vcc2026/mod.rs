@@ -138,6 +138,8 @@ pub struct GroupScan {
     pub col_positive: Vec<u32>,
     /// Per cell: its total (in entry order, as scanpy sums it).
     pub cell_totals: Vec<f64>,
+    /// Every cell lists its genes in non-decreasing order (CSR rows usually do; the DE walks them in gene order).
+    pub rows_sorted: bool,
 }
 
 /// The entries [`GroupScan::col_positive`] counts, and so the ones the DE's CPM columns hold (NaN and negative
@@ -157,6 +159,7 @@ impl Rows {
         let mut col_sums = vec![0.0f64; n_vars];
         let mut col_positive = vec![0u32; n_vars];
         let mut cell_totals = Vec::with_capacity(self.n());
+        let mut rows_sorted = true;
         // plain slices: through the vectors themselves their pointers and lengths were reloaded per entry
         let (sums, positive) = (&mut col_sums[..], &mut col_positive[..]);
         for i in 0..self.n() {
@@ -168,8 +171,25 @@ impl Rows {
             // a loop of its own (the row is in L1 by now): in the loop above the running total was kept on the
             // stack, a store and a reload per entry
             cell_totals.push(vals.iter().fold(0.0f64, |l, &v| l + v as f64));
+            rows_sorted &= cols.windows(2).all(|w| w[0] <= w[1]);
         }
-        GroupScan { col_sums, col_positive, cell_totals }
+        GroupScan { col_sums, col_positive, cell_totals, rows_sorted }
+    }
+
+    /// A copy with each cell's entries in gene order (a stable sort: repeated genes keep their order).
+    pub fn sorted_by_gene(&self) -> Rows {
+        let mut out = Rows { ends: self.ends.clone(), cols: Vec::with_capacity(self.cols.len()), vals: Vec::new() };
+        out.vals.reserve(self.vals.len());
+        let mut order: Vec<usize> = Vec::new();
+        for i in 0..self.n() {
+            let (cols, vals) = self.cell(i);
+            order.clear();
+            order.extend(0..cols.len());
+            order.sort_by_key(|&k| cols[k]);
+            out.cols.extend(order.iter().map(|&k| cols[k]));
+            out.vals.extend(order.iter().map(|&k| vals[k]));
+        }
+        out
     }
 
     /// Cell `i`'s (columns, values).
