@@ -198,8 +198,12 @@ impl<'a> GroupCells<'a> {
             // the cells' segments of a block are far apart in memory (a cell's whole row lies between two):
             // each is fetched a few cells ahead
             if let Some(&ahead) = cursors.get(i + PREFETCH_CELLS) {
-                prefetch(&all_cols[ahead..]);
-                prefetch(&all_vals[ahead..]);
+                // the segment's expected length, from the cell's row length
+                let j = i + PREFETCH_CELLS;
+                let row = self.rows.ends[j] - if j == 0 { 0 } else { self.rows.ends[j - 1] };
+                let len = (row * (stop - first) / self.n_positive.len().max(1) + 16).min(self.rows.ends[j] - ahead);
+                prefetch(&all_cols[ahead..ahead + len]);
+                prefetch(&all_vals[ahead..ahead + len]);
             }
             let pos = &mut cursors[i];
             let (f, small) = (self.divisor[i], &self.small[i]);
@@ -228,11 +232,12 @@ impl<'a> GroupCells<'a> {
     }
 }
 
-/// How many cells ahead [`GroupCells::fill_block`] prefetches a cell's segment (8 or 16: no difference
-/// measured; without prefetching, with 64-gene blocks, a whole run took 9.1 s of CPU instead of 7.7 s).
+/// How many cells ahead [`GroupCells::fill_block`] prefetches a cell's segment (4, 8 or 16: no difference
+/// measured). Without prefetching, with 64-gene blocks, a whole run took 9.1 s of CPU instead of 7.7 s; fetching
+/// the segment's expected length instead of its first two lines saved another ~0.25 s (7.2–7.3 → 6.8–7.1 s).
 const PREFETCH_CELLS: usize = 8;
 
-/// Asks for the cache lines of `data`'s first two lines (a hint: nothing is read, nothing can fault).
+/// Asks for the cache lines of `data` (a hint: nothing is read, nothing can fault).
 #[inline(always)]
 #[allow(unsafe_code)]
 fn prefetch<T>(data: &[T]) {
@@ -240,11 +245,11 @@ fn prefetch<T>(data: &[T]) {
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let p = data.as_ptr().cast::<i8>();
-        // SAFETY: a prefetch is a hint to the cache; it never faults and has no visible effect, whatever the
-        // address (`wrapping_add` keeps the second address computation defined)
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(p);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+        let bytes = std::mem::size_of_val(data);
+        for offset in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch is a hint to the cache; it never faults and has no visible effect (the
+            // addresses are inside `data` anyway)
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(offset)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
