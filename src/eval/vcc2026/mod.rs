@@ -231,7 +231,8 @@ impl Rows {
     }
 
     fn push(&mut self, cols: RowIndices<'_>, vals: &[f32], scale: Option<&[f64]>) {
-        if scale.is_none() && !vals.contains(&0.0) {
+        // a fold without an early exit (vectorised; `contains` tested one value at a time)
+        if scale.is_none() && !vals.iter().fold(false, |zero, &v| zero | (v == 0.0)) {
             // the usual row: no stored zero to drop
             cols.extend_into(&mut self.cols);
             self.vals.extend_from_slice(vals);
