@@ -407,13 +407,7 @@ mod tests {
     /// Cells over `n_vars` genes: mostly small counts, some counts ≥ `SMALL_COUNTS`, some fractional values,
     /// a few repeated cells (equal values in a column), an empty cell; `shuffled` puts some rows out of gene order.
     fn random_cells(seed: u64, n: usize, n_vars: usize, shuffled: bool) -> Vec<Vec<(u32, f32)>> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::eval::vcc2026::test_rng(seed);
         let mut cells: Vec<Vec<(u32, f32)>> = Vec::new();
         for i in 0..n {
             if i == 3 {

@@ -211,13 +211,7 @@ mod tests {
     }
 
     fn random_cells(seed: u64, n: usize, n_vars: usize, density: f64, max_count: u64) -> Vec<Vec<(u32, f64)>> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::eval::vcc2026::test_rng(seed);
         (0..n)
             .map(|_| {
                 (0..n_vars as u32)
