@@ -132,8 +132,8 @@ const TEST_GROUPS_AT_ONCE: usize = 16;
 /// transposition of whole groups that this replaced took 6.4.
 const GENE_BLOCK: usize = 512;
 
-/// Blocks per task (a task finds each cell's starting point by a binary search, then walks the rows block by
-/// block): 2,048 genes, 9 tasks for 18 k genes, enough to balance two threads.
+/// Blocks per task (a task finds each cell's starting point with [`first_at_or_above`], then walks the rows
+/// block by block): 2,048 genes, 9 tasks for 18 k genes, enough to balance two threads.
 const BLOCKS_PER_TASK: usize = 4;
 
 /// One group's cells as [`test_gene_range`] walks them: rows in gene order, each cell's CPM divisor and its
@@ -198,10 +198,11 @@ impl<'a> GroupCells<'a> {
             // the cells' segments of a block are far apart in memory (a cell's whole row lies between two):
             // each is fetched a few cells ahead
             if let Some(&ahead) = cursors.get(i + PREFETCH_CELLS) {
-                // the segment's expected length, from the cell's row length
+                // the segment's expected length: the block's share of the cell's row, and a little more
                 let j = i + PREFETCH_CELLS;
                 let row = self.rows.ends[j] - if j == 0 { 0 } else { self.rows.ends[j - 1] };
-                let len = (row * (stop - first) / self.n_positive.len().max(1) + 16).min(self.rows.ends[j] - ahead);
+                let n_vars = self.n_positive.len().max(1);
+                let len = (row * (stop - first) / n_vars + 16).min(self.rows.ends[j] - ahead);
                 prefetch(&all_cols[ahead..ahead + len]);
                 prefetch(&all_vals[ahead..ahead + len]);
             }
