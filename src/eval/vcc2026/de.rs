@@ -164,9 +164,8 @@ impl<'a> GroupCells<'a> {
     fn cursors_at(&self, gene: usize, n_vars: usize) -> Vec<usize> {
         (0..self.n())
             .map(|i| {
-                let start = if i == 0 { 0 } else { self.rows.ends[i - 1] };
-                let (cols, _) = self.rows.cell(i);
-                start + first_at_or_above(cols, gene, n_vars)
+                let cell = self.rows.cell_range(i);
+                cell.start + first_at_or_above(&self.rows.cols[cell], gene, n_vars)
             })
             .collect()
     }
@@ -178,16 +177,16 @@ impl<'a> GroupCells<'a> {
         let width = genes.len();
         out.ptr.clear();
         out.ptr.push(0);
-        let mut end = 0usize;
+        let mut total = 0usize;
         for &c in &self.n_positive[genes.clone()] {
-            end += c as usize;
-            out.ptr.push(end);
+            total += c as usize;
+            out.ptr.push(total);
         }
         out.fill.clear();
         out.fill.extend_from_slice(&out.ptr[..width]);
-        // slots from an earlier block are overwritten: every slot below `end` is written below
-        if out.vals.len() < end {
-            out.vals.resize(end, 0);
+        // slots from an earlier block are overwritten: every slot below `total` is written below
+        if out.vals.len() < total {
+            out.vals.resize(total, 0);
         }
         out.sum.clear();
         out.sum.resize(width, 0.0);
@@ -199,17 +198,16 @@ impl<'a> GroupCells<'a> {
             // each is fetched a few cells ahead
             if let Some(&ahead) = cursors.get(i + PREFETCH_CELLS) {
                 // the segment's expected length: the block's share of the cell's row, and a little more
-                let j = i + PREFETCH_CELLS;
-                let row = self.rows.ends[j] - if j == 0 { 0 } else { self.rows.ends[j - 1] };
+                let row = self.rows.cell_range(i + PREFETCH_CELLS);
                 let n_vars = self.n_positive.len().max(1);
-                let len = (row * (stop - first) / n_vars + 16).min(self.rows.ends[j] - ahead);
+                let len = (row.len() * (stop - first) / n_vars + 16).min(row.end - ahead);
                 prefetch(&all_cols[ahead..ahead + len]);
                 prefetch(&all_vals[ahead..ahead + len]);
             }
             let pos = &mut cursors[i];
             let (f, small) = (self.divisor[i], &self.small[i]);
-            let end = self.rows.ends[i];
-            let (cols, vals) = (&self.rows.cols[*pos..end], &self.rows.vals[*pos..end]);
+            let rest = *pos..self.rows.ends[i];
+            let (cols, vals) = (&self.rows.cols[rest.clone()], &self.rows.vals[rest]);
             let mut taken = 0usize;
             for (&c, &v) in cols.iter().zip(vals) {
                 let g = c as usize;

@@ -223,11 +223,16 @@ impl Rows {
         out
     }
 
+    /// Where cell `i`'s entries lie in `cols` and `vals`.
+    pub fn cell_range(&self, i: usize) -> std::ops::Range<usize> {
+        let s = if i == 0 { 0 } else { self.ends[i - 1] };
+        s..self.ends[i]
+    }
+
     /// Cell `i`'s (columns, values).
     pub fn cell(&self, i: usize) -> (&[u32], &[f32]) {
-        let s = if i == 0 { 0 } else { self.ends[i - 1] };
-        let e = self.ends[i];
-        (&self.cols[s..e], &self.vals[s..e])
+        let r = self.cell_range(i);
+        (&self.cols[r.clone()], &self.vals[r])
     }
 
     fn push(&mut self, cols: RowIndices<'_>, vals: &[f32], scale: Option<&[f64]>) {
