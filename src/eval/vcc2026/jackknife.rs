@@ -11,12 +11,14 @@ use crate::eval::metrics::numeric::np_sum_f64;
 use crate::eval::vector_log::log1p_scaled;
 
 /// The bulk profile `log1p(P · (5e4/S))` (`prep.py::bulk_lognorm_means`: the scale is formed first) and `S`
-/// (numpy's pairwise sum).
+/// (numpy's pairwise sum). The logarithms are [`log1p_scaled`]'s (within 4 ulps of libm's): two per gene and
+/// group with the shift below, libm's scalar `log1p` took 3 % of a run.
 pub fn bulk_from_sums(p: &[f64]) -> (Vec<f64>, f64) {
     let s = np_sum_f64(p);
     if s > 0.0 {
-        let scale = BULK_TARGET_SUM / s;
-        (p.iter().map(|&x| (x * scale).ln_1p()).collect(), s)
+        let mut profile = vec![0.0; p.len()];
+        log1p_scaled(p, BULK_TARGET_SUM / s, &mut profile);
+        (profile, s)
     } else {
         (vec![0.0; p.len()], s)
     }
@@ -48,7 +50,9 @@ pub fn bulk_and_jackknife_scanned(rows: &Rows, scan: &GroupScan) -> (Vec<f64>, f
         return (profile, 0.0);
     }
     // moments.py::_loo_bulk shifts by its own `log1p(TS·P/S)` (not the profile's `P·(TS/S)`)
-    let b: Vec<f64> = p.iter().map(|&x| (BULK_TARGET_SUM * x / s).ln_1p()).collect();
+    let shift_args: Vec<f64> = p.iter().map(|&x| BULK_TARGET_SUM * x / s).collect();
+    let mut b = vec![0.0; n_vars];
+    log1p_scaled(&shift_args, 1.0, &mut b);
     let mut sum = vec![0.0f64; n_vars];
     let mut sumsq = vec![0.0f64; n_vars];
     // (cell, δ, r) of the cells on the series path
