@@ -378,17 +378,40 @@ impl<T: RankKey + Ord> SortedReference<T> {
         suspects.clear();
         let epoch = filter.next_epoch();
         // one pass: each value's place in the control and its hash slot
-        let (r1, mut ties) = self.rank_sum_and_ties_with(x_nz, n1, c, |v| filter.insert(epoch, v, suspects));
-        if !suspects.is_empty() {
-            suspects.sort_unstable();
-            let col = self.lookup(c);
-            for run in suspects.chunk_by(|p, q| p == q).filter(|run| run.len() > 1) {
-                let (lo, hi) = col.locate(run[0]);
-                let (a, b) = (run.len() as f64, (hi - lo) as f64);
-                ties += a * (a - 1.0) * (3.0 * b + a + 1.0);
-            }
+        let (r1, ties) = self.rank_sum_and_ties_with(x_nz, n1, c, |v| filter.insert(epoch, v, suspects));
+        suspects.sort_unstable();
+        (r1, ties + self.duplicate_ties(c, suspects))
+    }
+
+    /// [`Self::rank_sum_and_ties_any_order`] where the caller knows which values may repeat: every copy of every
+    /// value that occurs more than once in `x_nz` is in `sorted_suspects` (a sorted sub-multiset of `x_nz`; other
+    /// values may be listed too). No hash filter: only the suspects were sorted. Bit-identical to sorting.
+    pub fn rank_sum_and_ties_with_suspects(
+        &self,
+        x_nz: &[T],
+        n1: usize,
+        c: usize,
+        sorted_suspects: &[T],
+    ) -> (f64, f64) {
+        let (r1, ties) = self.rank_sum_and_ties_distinct(x_nz, n1, c);
+        (r1, ties + self.duplicate_ties(c, sorted_suspects))
+    }
+
+    /// The tie term that [`Self::rank_sum_and_ties_distinct`] misses for the values repeated in the sorted
+    /// `suspects`: for a value that occurs `a ≥ 2` times against `b` control copies, `(a+b)³ − (a+b) − (b³ − b)`
+    /// exceeds the `a · 3b(b+1)` counted by `a(a−1)(3b+a+1)`.
+    fn duplicate_ties(&self, c: usize, suspects: &[T]) -> f64 {
+        if suspects.len() < 2 {
+            return 0.0;
         }
-        (r1, ties)
+        let col = self.lookup(c);
+        let mut ties = 0.0;
+        for run in suspects.chunk_by(|p, q| p == q).filter(|run| run.len() > 1) {
+            let (lo, hi) = col.locate(run[0]);
+            let (a, b) = (run.len() as f64, (hi - lo) as f64);
+            ties += a * (a - 1.0) * (3.0 * b + a + 1.0);
+        }
+        ties
     }
 }
 

@@ -136,14 +136,28 @@ const GENE_BLOCK: usize = 512;
 /// block by block): 2,048 genes, 9 tasks for 18 k genes, enough to balance two threads.
 const BLOCKS_PER_TASK: usize = 4;
 
+/// Marks a log1p(CPM) bit pattern (positive: its sign bit is free) as one that may repeat within its gene column.
+const SUSPECT: u64 = 1 << 63;
+
 /// One group's cells as [`test_gene_range`] walks them: rows in gene order, each cell's CPM divisor and its
 /// table of small counts' log1p(CPM).
+///
+/// Duplicate screening: the rank sum of a column needs to know its repeated values. A gene column holds one value
+/// per cell, so two of its small-count values are equal only if two cells' tables share a value (cells of equal
+/// totals, or totals in a small ratio): those table entries carry [`SUSPECT`], as does every value not taken from
+/// a table (a count ≥ `SMALL_COUNTS`, a fraction). A column then repeats only suspect values, except where a
+/// non-table value equals a table value: such a column is ranked with the exact hash filter (`exact`), as are all
+/// columns of a group whose rows are not strictly increasing (a gene listed twice in a row).
 struct GroupCells<'a> {
     rows: Cow<'a, Rows>,
     /// Per gene: the group's positive entries (the scan's), which size the columns of a block.
     n_positive: &'a [u32],
     divisor: Vec<f64>,
     small: Vec<[u64; SMALL_COUNTS]>,
+    /// The screening above holds (rows strictly increasing).
+    screened: bool,
+    /// Every value of the cells' tables (for the non-table values' check).
+    table_values: TableValues,
 }
 
 impl<'a> GroupCells<'a> {
@@ -152,8 +166,10 @@ impl<'a> GroupCells<'a> {
         // the per-gene sums below add in the same order as in the rows)
         let rows = if scan.rows_sorted { Cow::Borrowed(rows) } else { Cow::Owned(rows.sorted_by_gene()) };
         let divisor: Vec<f64> = scan.cell_totals.iter().map(|&l| cpm_divisor(l)).collect();
-        let small = divisor.iter().map(|&f| small_count_table(f)).collect();
-        GroupCells { rows, n_positive: &scan.col_positive, divisor, small }
+        let mut small: Vec<[u64; SMALL_COUNTS]> = divisor.iter().map(|&f| small_count_table(f)).collect();
+        let screened = scan.rows_strict;
+        let table_values = if screened { mark_shared_table_values(&mut small) } else { TableValues::new(Vec::new()) };
+        GroupCells { rows, n_positive: &scan.col_positive, divisor, small, screened, table_values }
     }
 
     fn n(&self) -> usize {
@@ -184,13 +200,19 @@ impl<'a> GroupCells<'a> {
         }
         out.fill.clear();
         out.fill.extend_from_slice(&out.ptr[..width]);
+        // suspects fill each column from its end
+        out.back.clear();
+        out.back.extend_from_slice(&out.ptr[1..]);
+        out.exact.clear();
+        out.exact.resize(width, !self.screened);
         // slots from an earlier block are overwritten: every slot below `total` is written below
         if out.vals.len() < total {
             out.vals.resize(total, 0);
         }
         out.sum.clear();
         out.sum.resize(width, 0.0);
-        let (fill, vals_out, sum) = (&mut out.fill[..], &mut out.vals[..], &mut out.sum[..]);
+        let (fill, back, exact) = (&mut out.fill[..], &mut out.back[..], &mut out.exact[..]);
+        let (vals_out, sum) = (&mut out.vals[..], &mut out.sum[..]);
         let (first, stop) = (genes.start, genes.end);
         let (all_cols, all_vals) = (&self.rows.cols[..], &self.rows.vals[..]);
         for i in 0..cursors.len() {
@@ -222,12 +244,75 @@ impl<'a> GroupCells<'a> {
                 if !counted_positive(v) {
                     continue;
                 }
-                let at = &mut fill[local];
-                vals_out[*at] = log1p_cpm_bits(v, x, small);
-                *at += 1;
+                let k = v as u32;
+                let bits = if (k as usize) < SMALL_COUNTS && k as f32 == v {
+                    small[k as usize]
+                } else {
+                    // not from a table (see `log1p_cpm_bits`): a suspect, and the column is ranked exactly if
+                    // the value is also some cell's table value
+                    let bits = x.ln_1p().to_bits();
+                    if self.screened && self.table_values.contains(bits) {
+                        exact[local] = true;
+                    }
+                    bits | SUSPECT
+                };
+                if bits & SUSPECT == 0 {
+                    vals_out[fill[local]] = bits;
+                    fill[local] += 1;
+                } else {
+                    back[local] -= 1;
+                    vals_out[back[local]] = bits & !SUSPECT;
+                }
             }
             *pos += taken;
         }
+    }
+}
+
+/// Sets [`SUSPECT`] on every table value (counts 1.. of every cell) that occurs more than once across the tables,
+/// and returns the set of all the tables' values.
+fn mark_shared_table_values(small: &mut [[u64; SMALL_COUNTS]]) -> TableValues {
+    let mut sorted: Vec<u64> = small.iter().flat_map(|table| table[1..].iter().copied()).collect();
+    sorted.sort_unstable();
+    let shared: Vec<u64> = sorted.chunk_by(|a, b| a == b).filter(|run| run.len() > 1).map(|run| run[0]).collect();
+    if !shared.is_empty() {
+        for table in small.iter_mut() {
+            for bits in table[1..].iter_mut() {
+                if shared.binary_search(bits).is_ok() {
+                    *bits |= SUSPECT;
+                }
+            }
+        }
+    }
+    TableValues::new(sorted)
+}
+
+/// A set of bit patterns with a bitmap in front: most values not in the set are turned away by one bit test.
+struct TableValues {
+    sorted: Vec<u64>,
+    bitmap: Vec<u64>,
+}
+
+impl TableValues {
+    /// Bitmap bits (a few per value: one lookup in 20 of a value outside the set goes on to the search).
+    const BITS: u32 = 16;
+
+    fn new(sorted: Vec<u64>) -> Self {
+        let mut bitmap = vec![0u64; (1 << Self::BITS) / 64];
+        for &v in &sorted {
+            let h = Self::slot(v);
+            bitmap[h / 64] |= 1 << (h % 64);
+        }
+        TableValues { sorted, bitmap }
+    }
+
+    fn slot(v: u64) -> usize {
+        (v.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - Self::BITS)) as usize
+    }
+
+    fn contains(&self, v: u64) -> bool {
+        let h = Self::slot(v);
+        self.bitmap[h / 64] & (1 << (h % 64)) != 0 && self.sorted.binary_search(&v).is_ok()
     }
 }
 
@@ -280,20 +365,29 @@ fn first_at_or_above(cols: &[u32], gene: usize, n_vars: usize) -> usize {
     }
 }
 
-/// A group's columns of one block of genes (reused from block to block).
+/// A group's columns of one block of genes (reused from block to block). A column holds its values in any
+/// order, the suspects of [`GroupCells`]' screening at its end.
 #[derive(Default)]
 struct BlockColumns {
     ptr: Vec<usize>,
+    /// Per gene: where its next value goes (from the column's start) and its next suspect (from its end).
     fill: Vec<usize>,
+    back: Vec<usize>,
     vals: Vec<u64>,
     /// Per gene of the block: Σ CPM over the cells, in cell order.
     sum: Vec<f64>,
+    /// Per gene of the block: rank with the exact duplicate filter (the screening does not cover the column).
+    exact: Vec<bool>,
 }
 
 impl BlockColumns {
-    /// The values of the block's `local`-th gene.
-    fn gene(&self, local: usize) -> &[u64] {
-        &self.vals[self.ptr[local]..self.ptr[local + 1]]
+    /// The values of the block's `local`-th gene, and the suspects among them (sorted here).
+    fn gene(&mut self, local: usize) -> (&[u64], &[u64]) {
+        let (start, suspects, end) = (self.ptr[local], self.back[local], self.ptr[local + 1]);
+        if end - suspects > 1 {
+            self.vals[suspects..end].sort_unstable();
+        }
+        (&self.vals[start..end], &self.vals[suspects..end])
     }
 }
 
@@ -345,10 +439,16 @@ fn test_gene_range(cells: &[GroupCells], reference: &Reference, genes: Range<usi
             next += 1;
             // a sequential read brings the gene's reference into cache before the lookups jump around in it
             std::hint::black_box(reference.cols.warm(g));
-            for (c, col) in cells.iter().zip(&columns) {
+            for (c, col) in cells.iter().zip(&mut columns) {
                 let n1 = c.n();
                 let local = g - block.start;
-                let (r1, ties) = reference.cols.rank_sum_and_ties_any_order(col.gene(local), n1, g, &mut scratch);
+                let (r1, ties) = if col.exact[local] {
+                    let (start, end) = (col.ptr[local], col.ptr[local + 1]);
+                    reference.cols.rank_sum_and_ties_any_order(&col.vals[start..end], n1, g, &mut scratch)
+                } else {
+                    let (values, suspects) = col.gene(local);
+                    reference.cols.rank_sum_and_ties_with_suspects(values, n1, g, suspects)
+                };
                 out.push((p_value(r1, ties, n1, n2), col.sum[local] / n1 as f64));
             }
         }
@@ -502,6 +602,37 @@ mod tests {
         }
         // the test has teeth: some p-values are small, and some columns hold ties within the group
         assert!(got.iter().flat_map(|d| &d.p).any(|&p| p < 1e-3));
+    }
+
+    #[test]
+    fn the_duplicate_screening_falls_back_where_it_cannot_vouch() {
+        let n_vars = 700;
+        let ctrl = rows_from(&random_cells(1, 60, n_vars, false));
+        let reference = Reference::build(&ctrl, &ctrl.scan(n_vars));
+        let g = reference.genes[0] as u32;
+        let (h, h2) = (reference.genes[1] as u32, reference.genes[2] as u32);
+        // totals 40 and 80: count 20 in the second cell is count 10 of the first in CPM, bit for bit, but only the
+        // 10 comes from a table
+        let mut cells = random_cells(5, 20, n_vars, false);
+        cells.push(vec![(g, 10.0), (h, 30.0)]);
+        cells.push(vec![(g, 20.0), (h2, 60.0)]);
+        let ratio = rows_from(&cells);
+        // a gene listed twice in a row: the screening does not hold for the group
+        let mut cells = random_cells(6, 20, n_vars, false);
+        cells.push(vec![(g, 3.0), (g, 3.0), (h, 1.0)]);
+        let repeated = rows_from(&cells);
+        let scans = [ratio.scan(n_vars), repeated.scan(n_vars)];
+        assert!(scans[0].rows_strict && scans[1].rows_sorted && !scans[1].rows_strict);
+        let group = GroupCells::new(&ratio, &scans[0]);
+        let (mut cursors, mut columns) = (group.cursors_at(0, n_vars), BlockColumns::default());
+        group.fill_block(&mut cursors, 0..n_vars, &mut columns);
+        assert!(columns.exact[g as usize] && !columns.exact[h as usize]);
+        assert!(!GroupCells::new(&repeated, &scans[1]).screened);
+        let got = test_batch(&[(&ratio, &scans[0]), (&repeated, &scans[1])], &reference);
+        for (rows, de) in [&ratio, &repeated].into_iter().zip(&got) {
+            let want = naive(rows, &reference, &ctrl);
+            assert_eq!(de.p, want.p);
+        }
     }
 
     #[test]

@@ -141,6 +141,9 @@ pub struct GroupScan {
     pub cell_totals: Vec<f64>,
     /// Every cell lists its genes in non-decreasing order (CSR rows usually do; the DE walks them in gene order).
     pub rows_sorted: bool,
+    /// Every cell lists its genes in increasing order, none twice (then a group's gene column holds one value per
+    /// cell, which the DE's duplicate screening relies on).
+    pub rows_strict: bool,
 }
 
 /// The entries [`GroupScan::col_positive`] counts, and so the ones the DE's CPM columns hold (NaN and negative
@@ -190,7 +193,7 @@ impl Rows {
         let mut col_sums = vec![0.0f64; n_vars];
         let mut col_positive = vec![0u32; n_vars];
         let mut cell_totals = Vec::with_capacity(self.n());
-        let mut rows_sorted = true;
+        let (mut rows_sorted, mut rows_strict) = (true, true);
         // plain slices: through the vectors themselves their pointers and lengths were reloaded per entry
         let (sums, positive) = (&mut col_sums[..], &mut col_positive[..]);
         for i in 0..self.n() {
@@ -202,9 +205,14 @@ impl Rows {
             // loops of their own (the row is in L1 by now): in the loop above the running total was kept on the
             // stack, a store and a reload per entry
             cell_totals.push(cell_total(vals));
-            rows_sorted &= cols.iter().zip(cols.iter().skip(1)).fold(true, |ok, (a, b)| ok & (a <= b));
+            let (sorted, strict) = cols
+                .iter()
+                .zip(cols.iter().skip(1))
+                .fold((true, true), |(le, lt), (a, b)| (le & (a <= b), lt & (a < b)));
+            rows_sorted &= sorted;
+            rows_strict &= strict;
         }
-        GroupScan { col_sums, col_positive, cell_totals, rows_sorted }
+        GroupScan { col_sums, col_positive, cell_totals, rows_sorted, rows_strict }
     }
 
     /// A copy with each cell's entries in gene order (a stable sort: repeated genes keep their order).
