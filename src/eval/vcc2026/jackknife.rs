@@ -203,7 +203,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn rows_from(cells: &[Vec<(u32, f64)>]) -> Rows {
-        let mut rows = Rows { ends: Vec::new(), cols: Vec::new(), vals: Vec::new() };
+        let mut rows = Rows::default();
         for cell in cells {
             for &(c, v) in cell {
                 rows.cols.push(c);

@@ -127,6 +127,8 @@ pub struct Rows {
     pub cols: Vec<u32>,
     /// Stored as f32 (every value is an f32, scaled ones included), used as f64.
     pub vals: Vec<f32>,
+    /// Each cell's total ([`cell_total`]) where the rows were pushed as read (then one per cell); empty otherwise.
+    pub totals: Vec<f64>,
 }
 
 /// What the jackknife and the CPM DE of a group both start from, in one pass over its entries (each pass
@@ -153,34 +155,63 @@ pub(crate) fn counted_positive(v: f32) -> bool {
     v > 0.0
 }
 
-/// A cell's total as scanpy sums it: in entry order, in f64 (`X.sum(axis=1)`). That is a chain of dependent
-/// additions, ~4 cycles per entry. Whole numbers whose magnitudes sum below 2^53 have exact partial sums in any
-/// order, so for counts the total is taken in eight independent lanes (vectorised) and is the same number;
-/// anything else (a fraction, NaN, ±inf, a huge total) is summed in order.
-pub(crate) fn cell_total(vals: &[f32]) -> f64 {
-    const LANES: usize = 8;
-    let (mut sum, mut magnitude) = ([0.0f64; LANES], [0.0f64; LANES]);
-    let mut fraction = false;
-    let chunks = vals.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for ((s, m), &v) in sum.iter_mut().zip(magnitude.iter_mut()).zip(chunk) {
-            *s += v as f64;
-            *m += (v as f64).abs();
+/// One pass over a cell's stored values (vectorised: eight lanes, no early exit) for everything the passes ask of
+/// a row as it is read: the value rules' inputs (a negative, a fraction), whether a stored zero is to be dropped,
+/// and the cell's total.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowSummary {
+    pub negative: bool,
+    /// Some value is not a whole number (NaN and ±inf included).
+    pub fraction: bool,
+    pub zero: bool,
+    /// The lanes' sums, added.
+    pub lanes_total: f64,
+    /// Σ|v| in the same lanes.
+    magnitude: f64,
+}
+
+impl RowSummary {
+    pub fn of(vals: &[f32]) -> Self {
+        const LANES: usize = 8;
+        let (mut sum, mut magnitude) = ([0.0f64; LANES], [0.0f64; LANES]);
+        let (mut negative, mut fraction, mut zero) = (false, false, false);
+        let chunks = vals.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        let mut add = |j: usize, v: f32| {
+            sum[j] += v as f64;
+            magnitude[j] += (v as f64).abs();
+            negative |= v < 0.0;
             fraction |= has_fraction(v);
+            zero |= v == 0.0;
+        };
+        for chunk in chunks {
+            for (j, &v) in chunk.iter().enumerate() {
+                add(j, v);
+            }
+        }
+        for (j, &v) in tail.iter().enumerate() {
+            add(j, v);
+        }
+        RowSummary { negative, fraction, zero, lanes_total: sum.iter().sum(), magnitude: magnitude.iter().sum() }
+    }
+
+    /// The cell's total as scanpy sums it: in entry order, in f64 (`X.sum(axis=1)`). That is a chain of dependent
+    /// additions, ~4 cycles per entry. Whole numbers whose magnitudes sum below 2^53 have exact partial sums in
+    /// any order, so for counts the lanes' total is the same number; anything else (a fraction, NaN, ±inf, a huge
+    /// total) is summed again in order.
+    pub fn total(&self, vals: &[f32]) -> f64 {
+        // (a rounded magnitude sum only errs upwards past 2^53: the terms are non-negative)
+        if !self.fraction && self.magnitude < 9_007_199_254_740_992.0 {
+            self.lanes_total
+        } else {
+            vals.iter().fold(0.0f64, |l, &v| l + v as f64)
         }
     }
-    for (j, &v) in tail.iter().enumerate() {
-        sum[j] += v as f64;
-        magnitude[j] += (v as f64).abs();
-        fraction |= has_fraction(v);
-    }
-    // (a rounded magnitude sum only errs upwards past 2^53: the terms are non-negative)
-    if !fraction && magnitude.iter().sum::<f64>() < 9_007_199_254_740_992.0 {
-        sum.iter().sum()
-    } else {
-        vals.iter().fold(0.0f64, |l, &v| l + v as f64)
-    }
+}
+
+/// A cell's total as scanpy sums it ([`RowSummary::total`]).
+pub(crate) fn cell_total(vals: &[f32]) -> f64 {
+    RowSummary::of(vals).total(vals)
 }
 
 impl Rows {
@@ -202,9 +233,12 @@ impl Rows {
                 sums[c as usize] += v as f64;
                 positive[c as usize] += u32::from(counted_positive(v));
             }
-            // loops of their own (the row is in L1 by now): in the loop above the running total was kept on the
-            // stack, a store and a reload per entry
-            cell_totals.push(cell_total(vals));
+            // taken when the row was read, or in a loop of its own (the row is in L1 by now): in the loop above
+            // the running total was kept on the stack, a store and a reload per entry
+            cell_totals.push(match self.totals.get(i) {
+                Some(&t) if self.totals.len() == self.n() => t,
+                _ => cell_total(vals),
+            });
             let (sorted, strict) = cols
                 .iter()
                 .zip(cols.iter().skip(1))
@@ -217,7 +251,12 @@ impl Rows {
 
     /// A copy with each cell's entries in gene order (a stable sort: repeated genes keep their order).
     pub fn sorted_by_gene(&self) -> Rows {
-        let mut out = Rows { ends: self.ends.clone(), cols: Vec::with_capacity(self.cols.len()), vals: Vec::new() };
+        let mut out = Rows {
+            ends: self.ends.clone(),
+            cols: Vec::with_capacity(self.cols.len()),
+            vals: Vec::new(),
+            totals: self.totals.clone(),
+        };
         out.vals.reserve(self.vals.len());
         let mut order: Vec<usize> = Vec::new();
         for i in 0..self.n() {
@@ -243,28 +282,32 @@ impl Rows {
         (&self.cols[r.clone()], &self.vals[r])
     }
 
-    fn push(&mut self, cols: RowIndices<'_>, vals: &[f32], scale: Option<&[f64]>) {
-        // a fold without an early exit (vectorised; `contains` tested one value at a time)
-        if scale.is_none() && !vals.iter().fold(false, |zero, &v| zero | (v == 0.0)) {
+    /// Appends a row as read (`summary` is its [`RowSummary`]), scaled where `scale` is given, without its
+    /// stored zeros.
+    fn push(&mut self, cols: RowIndices<'_>, vals: &[f32], scale: Option<&[f64]>, summary: &RowSummary) {
+        let start = self.cols.len();
+        if scale.is_none() && !summary.zero {
             // the usual row: no stored zero to drop
             cols.extend_into(&mut self.cols);
             self.vals.extend_from_slice(vals);
-            self.ends.push(self.cols.len());
-            return;
-        }
-        for (k, &v) in vals.iter().enumerate() {
-            let c = cols.get(k);
-            let x = match scale {
-                // baseline.py: (control_row.astype(float64) * scale).astype(float32)
-                Some(s) => (v as f64 * s[c as usize]) as f32,
-                None => v,
-            };
-            if x != 0.0 {
-                self.cols.push(c);
-                self.vals.push(x);
+        } else {
+            for (k, &v) in vals.iter().enumerate() {
+                let c = cols.get(k);
+                let x = match scale {
+                    // baseline.py: (control_row.astype(float64) * scale).astype(float32)
+                    Some(s) => (v as f64 * s[c as usize]) as f32,
+                    None => v,
+                };
+                if x != 0.0 {
+                    self.cols.push(c);
+                    self.vals.push(x);
+                }
             }
         }
         self.ends.push(self.cols.len());
+        // a zero adds nothing to a total, in any order: the row's total is the kept values' (scaled rows are
+        // other values)
+        self.totals.push(if scale.is_none() { summary.total(vals) } else { cell_total(&self.vals[start..]) });
     }
 }
 
@@ -323,17 +366,19 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
                 return Err(missing(want[k].0));
             }
             // a row can feed several slots
+            let summary = (k < want.len() && want[k].0 == r).then(|| RowSummary::of(vals));
             while k < want.len() && want[k].0 == r {
                 let slot = want[k].1;
+                let Some(summary) = summary.as_ref() else { break };
                 if let Some(check) = side.check {
-                    check.check_row(&side.name, r, vals)?;
+                    check.check_summarized_row(&side.name, r, vals, summary)?;
                 }
                 let sc = if side.groups[which[slot]].scaled { scale } else { None };
                 if in_file_order[slot] {
-                    out[slot].push(cols, vals, sc);
+                    out[slot].push(cols, vals, sc, summary);
                 } else {
                     let mut one = Rows::default();
-                    one.push(cols, vals, sc);
+                    one.push(cols, vals, sc, summary);
                     // the position(s) of this row in the group, in order of appearance of duplicates
                     let i = next_in_slot[slot];
                     let pos = order[slot].get(i).map(|&(_, p)| p).unwrap_or(i);
@@ -360,6 +405,7 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
             o.cols.extend_from_slice(&c.cols);
             o.vals.extend_from_slice(&c.vals);
             o.ends.push(base + c.cols.len());
+            o.totals.extend_from_slice(&c.totals);
         }
     }
     Ok(out)
@@ -627,5 +673,14 @@ mod tests {
         assert_eq!(cell_total(&signed).to_bits(), in_order(&signed).to_bits());
         assert!(cell_total(&[1.0, f32::NAN, 2.0]).is_nan());
         assert_eq!(cell_total(&[1.0, f32::INFINITY, 2.0]), f64::INFINITY);
+        // the flags, wherever the value sits among the lanes and the tail
+        for at in [0usize, 7, 8, 10] {
+            let mut row = vec![3.0f32; 11];
+            for (v, flag) in [(0.0f32, "zero"), (-1.0, "negative"), (2.5, "fraction"), (f32::NAN, "fraction")] {
+                row[at] = v;
+                let s = RowSummary::of(&row);
+                assert_eq!((s.zero, s.negative, s.fraction), (flag == "zero", flag == "negative", flag == "fraction"));
+            }
+        }
     }
 }

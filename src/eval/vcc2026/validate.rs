@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::{Group, Result, Side, Vcc2026Error, MAX_COUNTS_PER_CELL};
+use super::{Group, Result, RowSummary, Side, Vcc2026Error, MAX_COUNTS_PER_CELL};
 use crate::data::anndata::Categorical;
 use crate::eval::error::short_list;
 use crate::eval::error::EvalError;
@@ -75,7 +75,18 @@ impl DeferredCounts {
 
     /// Check obs row `row`; a row that breaks a rule stops the pass with [`EvalError::DeferredValues`].
     pub fn check_row(&self, file: &str, row: usize, values: &[f32]) -> Result<(), EvalError> {
-        if !row_within_rules(values, self.allow_fractional) {
+        self.check_summarized_row(file, row, values, &RowSummary::of(values))
+    }
+
+    /// [`Self::check_row`] with the row's [`RowSummary`] at hand.
+    pub(crate) fn check_summarized_row(
+        &self,
+        file: &str,
+        row: usize,
+        values: &[f32],
+        summary: &RowSummary,
+    ) -> Result<(), EvalError> {
+        if !row_within_rules(values, summary, self.allow_fractional) {
             return Err(EvalError::DeferredValues { file: file.to_owned() });
         }
         if let Some(s) = self.seen.lock().unwrap_or_else(|e| e.into_inner()).get_mut(row) {
@@ -90,30 +101,18 @@ impl DeferredCounts {
 }
 
 /// Whether one cell passes rules 4–5 exactly as [`check_values`] tests them (so a row failing here makes the full
-/// check fail). The common case runs in vectorised folds: the sign and fraction tests without early exits, and the
-/// total in four lanes; only a fraction, or a total within 1e-9 of the limit (where the summation order could
-/// matter), takes [`check_values`]'s element-by-element path.
-fn row_within_rules(values: &[f32], allow_fractional: bool) -> bool {
+/// check fail), from its [`RowSummary`] (vectorised folds without early exits); only a fraction, or a total within
+/// 1e-9 of the limit (where the summation order could matter), takes [`check_values`]'s element-by-element path.
+fn row_within_rules(values: &[f32], summary: &RowSummary, allow_fractional: bool) -> bool {
     // NaN is not negative (without fractional counts allowed it fails as a fraction)
-    if values.iter().fold(false, |any, &v| any | (v < 0.0)) {
+    if summary.negative {
         return false;
     }
-    if !allow_fractional
-        && values.iter().fold(false, |any, &v| any | has_fraction(v))
-        && values.iter().any(|&v| has_fraction(v) && !is_integral(v))
-    {
+    if !allow_fractional && summary.fraction && values.iter().any(|&v| has_fraction(v) && !is_integral(v)) {
         return false;
-    }
-    let mut lanes = [0.0f64; 4];
-    let chunks = values.chunks_exact(4);
-    let tail: f64 = chunks.remainder().iter().map(|&v| v as f64).sum();
-    for c in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(c) {
-            *lane += v as f64;
-        }
     }
     // a sum of n positive terms in any order is within n·ε of the exact one: far inside 1e-9 relative
-    if lanes.iter().sum::<f64>() + tail < MAX_COUNTS_PER_CELL * (1.0 - 1e-9) {
+    if summary.lanes_total < MAX_COUNTS_PER_CELL * (1.0 - 1e-9) {
         return true;
     }
     let total: f64 = values.iter().map(|&v| v as f64).sum();
@@ -454,7 +453,11 @@ mod tests {
                 _ => {}
             }
             for allow in [false, true] {
-                assert_eq!(row_within_rules(&values, allow), scalar_rules(&values, allow), "case {case} {values:?}");
+                assert_eq!(
+                    row_within_rules(&values, &RowSummary::of(&values), allow),
+                    scalar_rules(&values, allow),
+                    "case {case} {values:?}"
+                );
             }
         }
     }
