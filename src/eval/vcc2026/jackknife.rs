@@ -85,6 +85,9 @@ pub fn bulk_and_jackknife_scanned(rows: &Rows, scan: &GroupScan) -> (Vec<f64>, f
                 a / (1.0 + a)
             })
             .collect();
+        // what a cell's entries gather per gene, side by side: two cache lines per entry instead of five
+        let pw: Vec<[f64; 2]> = p.iter().zip(&w).map(|(&pg, &wg)| [pg, wg]).collect();
+        let mut b_sums: Vec<[f64; 3]> = (0..n_vars).map(|g| [b[g], sum[g], sumsq[g]]).collect();
         // per cell, per stored entry: V and the zero-entry value Z it replaces in the series sums below
         let (mut rest, mut wz, mut lv, mut lz): (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) = Default::default();
         for &(i, delta, r) in &series {
@@ -96,18 +99,21 @@ pub fn bulk_and_jackknife_scanned(rows: &Rows, scan: &GroupScan) -> (Vec<f64>, f
                 buf.resize(m, 0.0);
             }
             for (((&c, &y), r), z) in cols.iter().zip(vals).zip(rest.iter_mut()).zip(wz.iter_mut()) {
-                let g = c as usize;
-                *r = p[g] - y as f64;
-                *z = w[g];
+                let [pg, wg] = pw[c as usize];
+                *r = pg - y as f64;
+                *z = wg;
             }
             log1p_scaled(&rest, BULK_TARGET_SUM / r, &mut lv);
             log1p_scaled(&wz, delta, &mut lz);
             for ((&c, &l), &z) in cols.iter().zip(&lv).zip(&lz) {
-                let g = c as usize;
-                let v = l - b[g];
-                sum[g] += v - z;
-                sumsq[g] += v * v - z * z;
+                let [bg, s1, s2] = &mut b_sums[c as usize];
+                let v = l - *bg;
+                *s1 += v - z;
+                *s2 += v * v - z * z;
             }
+        }
+        for ((s1, s2), &[_, t1, t2]) in sum.iter_mut().zip(sumsq.iter_mut()).zip(&b_sums) {
+            (*s1, *s2) = (t1, t2);
         }
         // every series cell as if zero: Σ_i log1p(w·δ_i) and its square, by the power series in w
         let (lin, sq) = series_coefficients(k);
