@@ -154,6 +154,8 @@ struct GroupCells<'a> {
     n_positive: &'a [u32],
     divisor: Vec<f64>,
     small: Vec<[u64; SMALL_COUNTS]>,
+    /// Per cell, the CPM of the counts `0..SMALL_COUNTS`.
+    cpm: Vec<[f64; SMALL_COUNTS]>,
     /// The screening above holds (rows strictly increasing).
     screened: bool,
     /// Every value of the cells' tables (for the non-table values' check).
@@ -167,9 +169,10 @@ impl<'a> GroupCells<'a> {
         let rows = if scan.rows_sorted { Cow::Borrowed(rows) } else { Cow::Owned(rows.sorted_by_gene()) };
         let divisor: Vec<f64> = scan.cell_totals.iter().map(|&l| cpm_divisor(l)).collect();
         let mut small: Vec<[u64; SMALL_COUNTS]> = divisor.iter().map(|&f| small_count_table(f)).collect();
+        let cpm = divisor.iter().map(|&f| std::array::from_fn(|k| k as f64 / f)).collect();
         let screened = scan.rows_strict;
         let table_values = if screened { mark_shared_table_values(&mut small) } else { TableValues::new(Vec::new()) };
-        GroupCells { rows, n_positive: &scan.col_positive, divisor, small, screened, table_values }
+        GroupCells { rows, n_positive: &scan.col_positive, divisor, small, cpm, screened, table_values }
     }
 
     fn n(&self) -> usize {
@@ -227,7 +230,7 @@ impl<'a> GroupCells<'a> {
                 prefetch(&all_vals[ahead..ahead + len]);
             }
             let pos = &mut cursors[i];
-            let (f, small) = (self.divisor[i], &self.small[i]);
+            let (f, small, cpm) = (self.divisor[i], &self.small[i], &self.cpm[i]);
             let rest = *pos..self.rows.ends[i];
             let (cols, vals) = (&self.rows.cols[rest.clone()], &self.rows.vals[rest]);
             let mut taken = 0usize;
@@ -238,16 +241,22 @@ impl<'a> GroupCells<'a> {
                 }
                 taken += 1;
                 let local = g - first;
-                let x = v as f64 / f;
-                sum[local] += x;
-                // exactly the scan's test (a NaN, were one to get here, must not overrun a column)
-                if !counted_positive(v) {
-                    continue;
-                }
                 let k = v as u32;
+                // v > 0 or a stored zero: `k` is its integer part (saturated), and `k == v` means a count
                 let bits = if (k as usize) < SMALL_COUNTS && k as f32 == v {
+                    // the CPM from the cell's table too: no division (the same quotient `v / f`)
+                    sum[local] += cpm[k as usize];
+                    if k == 0 {
+                        continue;
+                    }
                     small[k as usize]
                 } else {
+                    let x = v as f64 / f;
+                    sum[local] += x;
+                    // exactly the scan's test (a NaN, were one to get here, must not overrun a column)
+                    if !counted_positive(v) {
+                        continue;
+                    }
                     // not from a table (see `log1p_cpm_bits`): a suspect, and the column is ranked exactly if
                     // the value is also some cell's table value
                     let bits = x.ln_1p().to_bits();
