@@ -88,28 +88,27 @@ pub fn bulk_and_jackknife_scanned(rows: &Rows, scan: &GroupScan) -> (Vec<f64>, f
         // what a cell's entries gather per gene, side by side: two cache lines per entry instead of five
         let pw: Vec<[f64; 2]> = p.iter().zip(&w).map(|(&pg, &wg)| [pg, wg]).collect();
         let mut b_sums: Vec<[f64; 3]> = (0..n_vars).map(|g| [b[g], sum[g], sumsq[g]]).collect();
-        // per cell, per stored entry: V and the zero-entry value Z it replaces in the series sums below
-        let (mut rest, mut wz, mut lv, mut lz): (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) = Default::default();
+        // per stored entry: V and the zero-entry value Z it replaces in the series sums below, a chunk of a
+        // cell's entries at a time (the buffers stay in cache; a whole cell's went to L2 and back)
+        const CHUNK: usize = 512;
+        let [mut rest, mut wz, mut lv, mut lz] = [[0.0f64; CHUNK]; 4];
         for &(i, delta, r) in &series {
             let (cols, vals) = rows.cell(i);
-            // sized first and filled by index: `push` kept its length and capacity in memory, a store and a
-            // check per entry
-            let m = cols.len();
-            for buf in [&mut rest, &mut wz, &mut lv, &mut lz] {
-                buf.resize(m, 0.0);
-            }
-            for (((&c, &y), r), z) in cols.iter().zip(vals).zip(rest.iter_mut()).zip(wz.iter_mut()) {
-                let [pg, wg] = pw[c as usize];
-                *r = pg - y as f64;
-                *z = wg;
-            }
-            log1p_scaled(&rest, BULK_TARGET_SUM / r, &mut lv);
-            log1p_scaled(&wz, delta, &mut lz);
-            for ((&c, &l), &z) in cols.iter().zip(&lv).zip(&lz) {
-                let [bg, s1, s2] = &mut b_sums[c as usize];
-                let v = l - *bg;
-                *s1 += v - z;
-                *s2 += v * v - z * z;
+            for (cols, vals) in cols.chunks(CHUNK).zip(vals.chunks(CHUNK)) {
+                let m = cols.len();
+                for (((&c, &y), r), z) in cols.iter().zip(vals).zip(rest.iter_mut()).zip(wz.iter_mut()) {
+                    let [pg, wg] = pw[c as usize];
+                    *r = pg - y as f64;
+                    *z = wg;
+                }
+                log1p_scaled(&rest[..m], BULK_TARGET_SUM / r, &mut lv);
+                log1p_scaled(&wz[..m], delta, &mut lz);
+                for ((&c, &l), &z) in cols.iter().zip(&lv).zip(&lz) {
+                    let [bg, s1, s2] = &mut b_sums[c as usize];
+                    let v = l - *bg;
+                    *s1 += v - z;
+                    *s2 += v * v - z * z;
+                }
             }
         }
         for ((s1, s2), &[_, t1, t2]) in sum.iter_mut().zip(sumsq.iter_mut()).zip(&b_sums) {
