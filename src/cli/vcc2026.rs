@@ -14,7 +14,7 @@ use crate::eval::vcc2026::outputs::{agg_csv, agg_table, results_csv};
 use crate::eval::vcc2026::pipeline::{run_vcc2026, RunOptions};
 use crate::eval::vcc2026::score::{score_csv, score_real_bundle};
 use crate::eval::vcc2026::validate::{load_real, Vcc2026Options};
-use crate::eval::vcc2026::{analyse_real, evaluate_against, PassOptions};
+use crate::eval::vcc2026::{analyse_real_and_evaluate, PassOptions};
 
 fn vcc_opts(pert_col: &str, control: &str, memory_mb: usize) -> Vcc2026Options {
     Vcc2026Options {
@@ -49,9 +49,10 @@ pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<()> {
     let opts = vcc_opts(&args.pert_col, &args.control_pert, 512);
     let progress = super::progress::BarProgress::new(args.quiet);
     let (real, vars) = load_real(&args.adata, &opts, &progress)?;
-    let full = analyse_real(&real.side(&opts.control)?, &opts.passes, &progress)?;
     let (arm, draws) = baseline_side(&real, &vars, &opts.control, 0, &progress)?;
-    let (members, _) = evaluate_against(&vars, &full, &arm, ControlSource::Real, &opts.passes, &progress)?;
+    let real_side = real.side(&opts.control)?;
+    let (_, members, _) =
+        analyse_real_and_evaluate(&vars, &real_side, &arm, ControlSource::Real, &opts.passes, &progress)?;
     progress.finish();
     let dir = &args.output;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

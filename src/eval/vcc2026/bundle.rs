@@ -19,7 +19,10 @@ use super::metrics::{
 use super::outputs::{agg_csv, agg_table, results_csv};
 use super::pipeline::{now_utc, write, write_parquet};
 use super::validate::{gene_positions, load_real, LoadedFile, Vcc2026Options};
-use super::{analyse_real, analyse_side, evaluate_against, Group, RealAnalysis, RefChoice, Result, Side, Vcc2026Error};
+use super::{
+    analyse_real_and_evaluate, analyse_side_then, read_first_pass, real_analysis, Group, RealAnalysis, RefChoice,
+    Result, Side, Vcc2026Error,
+};
 use crate::eval::numpy_rng::{default_rng, SeedSequence};
 use crate::eval::parquet_table::{read_table, Column, Table};
 use crate::progress::Progress;
@@ -112,8 +115,13 @@ pub fn score_split(
 ) -> Result<SplitAgg> {
     let a_side = half_side(real, split, false, &opts.control)?;
     let b_side = half_side(real, split, true, &opts.control)?;
-    let a = analyse_real(&a_side, &opts.passes, progress)?;
-    let (b_stats, b_de, _) = analyse_side(&b_side, RefChoice::Own, &opts.passes, progress)?;
+    // half B's first pass is read while half A's last batch is analysed
+    let a_first = read_first_pass(&a_side, &opts.passes, progress)?;
+    let (a, b_first) = analyse_side_then(&a_side, a_first, RefChoice::Own, progress, || {
+        read_first_pass(&b_side, &opts.passes, progress)
+    })?;
+    let a = real_analysis(a)?;
+    let ((b_stats, b_de, _), ()) = analyse_side_then(&b_side, b_first, RefChoice::Own, progress, || Ok(()))?;
     let b_de = b_de.ok_or_else(|| Vcc2026Error::Bundle("half B DE missing".to_owned()))?;
     let mut v = compute_members(var_names, &a.stats, &b_stats, &a.de, &b_de, ControlSource::Pred)?;
     // full_gate_raw
@@ -184,10 +192,10 @@ pub fn build_bundle(
 ) -> Result<BundleOutput> {
     let (real, vars) = load_real(real_path, opts, progress)?;
     let real_side = real.side(&opts.control)?;
-    let full = analyse_real(&real_side, &opts.passes, progress)?;
     // 0 end
     let (arm, draws) = baseline_side(&real, &vars, &opts.control, 0, progress)?;
-    let (baseline, _) = evaluate_against(&vars, &full, &arm, ControlSource::Real, &opts.passes, progress)?;
+    let (full, baseline, _) =
+        analyse_real_and_evaluate(&vars, &real_side, &arm, ControlSource::Real, &opts.passes, progress)?;
     for m in super::metrics::SCORED {
         let b = baseline.aggregate(m);
         let ok = if super::metrics::lower_is_better(m) { b > 0.0 } else { b < 1.0 };

@@ -461,6 +461,38 @@ fn plan_batches(side: &Side, groups: &[usize], opts: &PassOptions) -> Vec<Vec<us
     out
 }
 
+/// What [`analyse_side`] gives: the side's profiles and corrections, its DE table (unless the reference is
+/// `None`) and, for `RefChoice::Own`, the reference built from its control.
+pub type SideAnalysis = (SideStats, Option<de::DeTable>, Option<de::Reference>);
+
+/// A side's batches of groups, with its first pass read: the control's cells and the first batch's.
+pub struct FirstPass {
+    batches: Vec<Vec<usize>>,
+    control: Rows,
+    rows: Vec<Rows>,
+}
+
+/// Plan `side`'s batches and read its first pass. The control comes in the first batch's pass: its cells are
+/// spread over the file like every group's.
+pub fn read_first_pass(side: &Side, opts: &PassOptions, progress: &dyn Progress) -> Result<FirstPass> {
+    for g in &side.groups {
+        if g.rows.is_empty() {
+            return Err(Vcc2026Error::EmptyGroup { label: g.label.clone() });
+        }
+    }
+    let others: Vec<usize> = (0..side.groups.len()).filter(|&g| g != side.control).collect();
+    // Batch k + 1 is read on another thread while batch k is analysed, so two batches are held at once:
+    // each gets half of the budget.
+    let half = PassOptions { batch_bytes: opts.batch_bytes / 2 };
+    let batches = plan_batches(side, &others, &half);
+    let first: Vec<usize> =
+        std::iter::once(side.control).chain(batches.first().into_iter().flatten().copied()).collect();
+    progress.stage(&format!("{}: control + {} groups", side.name, first.len() - 1), side.source.shape().0 as u64);
+    let mut rows = collect_rows(side, &first, progress)?;
+    let control = rows.remove(0);
+    Ok(FirstPass { batches, control, rows })
+}
+
 /// Bulk profiles, jackknife corrections and (unless `reference` is `None`) the DE of every non-control group
 /// against the reference: `Own` builds it from this side's control (the real side, anchor halves,
 /// `control_source: pred`), `External` takes another side's. One pass over `X` per batch of groups; the control
@@ -470,35 +502,46 @@ pub fn analyse_side(
     reference: RefChoice<'_>,
     opts: &PassOptions,
     progress: &dyn Progress,
-) -> Result<(SideStats, Option<de::DeTable>, Option<de::Reference>)> {
+) -> Result<SideAnalysis> {
+    let first = read_first_pass(side, opts, progress)?;
+    analyse_side_then(side, first, reference, progress, || Ok(())).map(|(analysis, ())| analysis)
+}
+
+/// [`analyse_side`] from the side's [`FirstPass`]. `next` runs on a thread of its own as soon as this side's
+/// last batch is read: reading the next side's first pass there keeps both cores busy while the last batch is
+/// analysed (a first pass has no analysis to overlap, and its reading alone keeps the cores ~70 % busy).
+pub fn analyse_side_then<R: Send>(
+    side: &Side,
+    first: FirstPass,
+    reference: RefChoice<'_>,
+    progress: &dyn Progress,
+    next: impl FnOnce() -> Result<R> + Send,
+) -> Result<(SideAnalysis, R)> {
     let n_vars = side.source.shape().1;
     let ng = side.groups.len();
-    for g in &side.groups {
-        if g.rows.is_empty() {
-            return Err(Vcc2026Error::EmptyGroup { label: g.label.clone() });
-        }
-    }
     let mut bulk = vec![Vec::new(); ng];
     let mut jk = vec![0.0; ng];
-    let others: Vec<usize> = (0..ng).filter(|&g| g != side.control).collect();
     let mut de_rows: Vec<Option<de::GroupDe>> = vec![None; ng];
-    // Batch k + 1 is read on another thread while batch k is analysed here, so two batches are held at once:
-    // each gets half of the budget.
-    let half = PassOptions { batch_bytes: opts.batch_bytes / 2 };
-    let batches = plan_batches(side, &others, &half);
-    // the control comes in the first batch's pass: its cells are spread over the file like every group's
-    let first: Vec<usize> =
-        std::iter::once(side.control).chain(batches.first().into_iter().flatten().copied()).collect();
-    progress.stage(&format!("{}: control + {} groups", side.name, first.len() - 1), side.source.shape().0 as u64);
-    let mut first_rows = collect_rows(side, &first, progress)?;
-    let ctrl_rows = first_rows.remove(0);
+    let FirstPass { batches, control: ctrl_rows, rows: first_rows } = first;
     let read = |batch: &[usize]| {
         progress.stage(&format!("{}: {} groups", side.name, batch.len()), side.source.shape().0 as u64);
         collect_rows(side, batch, progress)
     };
     let panicked = || Vcc2026Error::Metric(format!("{}: a reading thread panicked", side.name));
-    let own_ref = std::thread::scope(|ts| -> Result<Option<de::Reference>> {
-        let mut reader = batches.get(1).map(|b| ts.spawn(move || read(b)));
+    let (own_ref, after) = std::thread::scope(|ts| -> Result<(Option<de::Reference>, R)> {
+        let mut next = Some(next);
+        let mut after = None;
+        // batch i's reader, or once every batch is read, `next`
+        let mut start_reading = |i: usize| {
+            let reader = batches.get(i).map(|b| ts.spawn(move || read(b)));
+            if reader.is_none() {
+                if let Some(f) = next.take() {
+                    after = Some(ts.spawn(f));
+                }
+            }
+            reader
+        };
+        let mut reader = start_reading(1);
         // the control's profile and (when the side is its own reference) the reference, on the two cores
         let ctrl_scan = ctrl_rows.scan(n_vars);
         let ((b, j), own_ref) = rayon::join(
@@ -516,7 +559,7 @@ pub fn analyse_side(
                     Some(handle) => handle.join().map_err(|_| panicked())??,
                     None => return Err(panicked()),
                 };
-                reader = batches.get(i + 1).map(|b| ts.spawn(move || read(b)));
+                reader = start_reading(i + 1);
             }
             let (scans, res): (Vec<GroupScan>, Vec<(Vec<f64>, f64)>) = rows
                 .par_iter()
@@ -539,7 +582,12 @@ pub fn analyse_side(
                 de_rows[g] = d;
             }
         }
-        Ok(own_ref)
+        let after = match (after, next) {
+            (Some(handle), _) => handle.join().map_err(|_| panicked())??,
+            (None, Some(f)) => f()?,
+            (None, None) => return Err(panicked()),
+        };
+        Ok((own_ref, after))
     })?;
     let de_ref = reference.resolve(own_ref.as_ref());
     let stats = SideStats {
@@ -567,7 +615,7 @@ pub fn analyse_side(
         }
         t
     });
-    Ok((stats, table, own_ref))
+    Ok(((stats, table, own_ref), after))
 }
 
 /// Which control the DE of a side is computed against.
@@ -602,30 +650,48 @@ pub struct RealAnalysis {
     pub reference: de::Reference,
 }
 
-/// Analyse the real side (DE against its own control).
-pub fn analyse_real(real: &Side, opts: &PassOptions, progress: &dyn Progress) -> Result<RealAnalysis> {
-    let (stats, de, reference) = analyse_side(real, RefChoice::Own, opts, progress)?;
+/// The real side's analysis from [`analyse_side`]'s (with `RefChoice::Own`).
+pub(crate) fn real_analysis((stats, de, reference): SideAnalysis) -> Result<RealAnalysis> {
     match (de, reference) {
         (Some(de), Some(reference)) => Ok(RealAnalysis { stats, de, reference }),
         _ => Err(Vcc2026Error::Metric("real DE missing".to_owned())),
     }
 }
 
-/// Score `pred` against an analysed real side: `control_source: real` takes the pred DE against the real control
-/// and the pred effects against the real control bulk; `pred` uses the pred side's own control for both.
-pub fn evaluate_against(
+/// Analyse the real side (DE against its own control), then score `pred` against it: `control_source: real`
+/// takes the pred DE against the real control and the pred effects against the real control bulk; `pred` uses
+/// the pred side's own control for both. `pred`'s first pass is read while the real side's last batch is analysed
+/// (see [`analyse_side_then`]).
+pub fn analyse_real_and_evaluate(
     var_names: &[String],
-    real: &RealAnalysis,
+    real: &Side,
     pred: &Side,
     control_source: metrics::ControlSource,
     opts: &PassOptions,
+    progress: &dyn Progress,
+) -> Result<(RealAnalysis, metrics::MemberValues, de::DeTable)> {
+    let real_first = read_first_pass(real, opts, progress)?;
+    let (analysis, pred_first) =
+        analyse_side_then(real, real_first, RefChoice::Own, progress, || read_first_pass(pred, opts, progress))?;
+    let real = real_analysis(analysis)?;
+    let (members, pred_de) = evaluate_from(var_names, &real, pred, pred_first, control_source, progress)?;
+    Ok((real, members, pred_de))
+}
+
+/// The scoring half of [`analyse_real_and_evaluate`], from `pred`'s first pass.
+fn evaluate_from(
+    var_names: &[String],
+    real: &RealAnalysis,
+    pred: &Side,
+    pred_first: FirstPass,
+    control_source: metrics::ControlSource,
     progress: &dyn Progress,
 ) -> Result<(metrics::MemberValues, de::DeTable)> {
     let choice = match control_source {
         metrics::ControlSource::Real => RefChoice::External(&real.reference),
         metrics::ControlSource::Pred => RefChoice::Own,
     };
-    let (pstats, pde, _) = analyse_side(pred, choice, opts, progress)?;
+    let ((pstats, pde, _), ()) = analyse_side_then(pred, pred_first, choice, progress, || Ok(()))?;
     let pde = pde.ok_or_else(|| Vcc2026Error::Metric("pred DE missing".to_owned()))?;
     let members = metrics::compute_members(var_names, &real.stats, &pstats, &real.de, &pde, control_source)?;
     Ok((members, pde))

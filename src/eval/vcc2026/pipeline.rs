@@ -7,7 +7,7 @@ use super::digest::{provenance, source_fingerprint};
 use super::metrics::{ControlSource, MemberValues};
 use super::outputs::{agg_csv, agg_table, de_table, metric_aggregation_csv, results_csv};
 use super::validate::{exact_value_error, load_pair_deferred, verify_deferred, Vcc2026Options};
-use super::{analyse_real, evaluate_against, Result, Vcc2026Error};
+use super::{analyse_real_and_evaluate, Result, Vcc2026Error};
 use crate::eval::error::EvalError;
 use crate::eval::format::write_atomic;
 use crate::eval::parquet_table::{write_table, Table};
@@ -54,9 +54,14 @@ pub fn run_vcc2026(opts: &RunOptions, progress: &dyn Progress) -> Result<RunOutp
     let analysed = (|| {
         let real_side = loaded.real.side(&opts.vcc.control)?;
         let pred_side = loaded.pred.side(&opts.vcc.control)?;
-        let real = analyse_real(&real_side, &opts.vcc.passes, progress)?;
-        let (members, pred_de) =
-            evaluate_against(&loaded.var_names, &real, &pred_side, ControlSource::Real, &opts.vcc.passes, progress)?;
+        let (real, members, pred_de) = analyse_real_and_evaluate(
+            &loaded.var_names,
+            &real_side,
+            &pred_side,
+            ControlSource::Real,
+            &opts.vcc.passes,
+            progress,
+        )?;
         // the rows no pass read, before any result is used
         verify_deferred(&loaded, &opts.vcc, progress)?;
         Ok((real, members, pred_de))
