@@ -4,8 +4,9 @@
 //! - CPM `y / (L/1e6)` in f64 (`L` the cell total; zero totals divide by 1), scanpy `normalize_total`'s order;
 //! - gene gate: control mean CPM `> 5` (strict), the same genes for every perturbation;
 //! - `lfc = log2((mean_p + 1e-9)/(mean_ctrl + 1e-9))`, arithmetic means;
-//! - Mann–Whitney on `log1p(CPM)` with average ranks over p ∪ ctrl (`mwu::SortedReference`, a group's values ranked unsorted when distinct), tie-corrected σ,
-//!   **no** continuity correction, NaN z → 0, `p = 2·ndtr(−|z|)` (scanpy `_rank_genes_groups.py`, `norm.sf`);
+//! - Mann–Whitney on `log1p(CPM)` with average ranks over p ∪ ctrl (`mwu::SortedReference`; a group's values
+//!   ranked unsorted, their repeats found by a screening per group, `GroupCells`), tie-corrected σ, **no** continuity
+//!   correction, NaN z → 0, `p = 2·ndtr(−|z|)` (scanpy `_rank_genes_groups.py`, `norm.sf`);
 //! - BH within each perturbation over the gated genes (`bh::bh_adjust` = scipy `false_discovery_control`).
 
 use std::borrow::Cow;
