@@ -509,18 +509,7 @@ impl DeTable {
 mod tests {
     use super::*;
     use crate::eval::mwu::rank_sum_and_ties;
-
-    fn rows_from(cells: &[Vec<(u32, f32)>]) -> Rows {
-        let mut rows = Rows::default();
-        for cell in cells {
-            for &(c, v) in cell {
-                rows.cols.push(c);
-                rows.vals.push(v);
-            }
-            rows.ends.push(rows.cols.len());
-        }
-        rows
-    }
+    use crate::eval::vcc2026::test_rows;
 
     /// Cells over `n_vars` genes: mostly small counts, some counts ≥ `SMALL_COUNTS`, some fractional values,
     /// a few repeated cells (equal values in a column), an empty cell; `shuffled` puts some rows out of gene order.
@@ -602,11 +591,11 @@ mod tests {
     fn blocks_equal_the_merged_ranks_bit_for_bit() {
         // more genes than a task, more groups than are tested at once
         let n_vars = GENE_BLOCK * BLOCKS_PER_TASK + 300;
-        let ctrl = rows_from(&random_cells(1, 60, n_vars, false));
+        let ctrl = test_rows(&random_cells(1, 60, n_vars, false));
         let reference = Reference::build(&ctrl, &ctrl.scan(n_vars));
         assert!(reference.genes.len() > 100 && reference.genes.len() < n_vars, "{}", reference.genes.len());
         let groups: Vec<Rows> = (0..TEST_GROUPS_AT_ONCE as u64 + 3)
-            .map(|s| rows_from(&random_cells(10 + s, 12, n_vars, s % 3 == 0)))
+            .map(|s| test_rows(&random_cells(10 + s, 12, n_vars, s % 3 == 0)))
             .collect();
         let scans: Vec<GroupScan> = groups.iter().map(|r| r.scan(n_vars)).collect();
         assert!(scans.iter().any(|s| !s.rows_sorted) && scans.iter().any(|s| s.rows_sorted));
@@ -626,7 +615,7 @@ mod tests {
     #[test]
     fn the_duplicate_screening_falls_back_where_it_cannot_vouch() {
         let n_vars = 700;
-        let ctrl = rows_from(&random_cells(1, 60, n_vars, false));
+        let ctrl = test_rows(&random_cells(1, 60, n_vars, false));
         let reference = Reference::build(&ctrl, &ctrl.scan(n_vars));
         let g = reference.genes[0] as u32;
         let (h, h2) = (reference.genes[1] as u32, reference.genes[2] as u32);
@@ -635,11 +624,11 @@ mod tests {
         let mut cells = random_cells(5, 20, n_vars, false);
         cells.push(vec![(g, 10.0), (h, 30.0)]);
         cells.push(vec![(g, 20.0), (h2, 60.0)]);
-        let ratio = rows_from(&cells);
+        let ratio = test_rows(&cells);
         // a gene listed twice in a row: the screening does not hold for the group
         let mut cells = random_cells(6, 20, n_vars, false);
         cells.push(vec![(g, 3.0), (g, 3.0), (h, 1.0)]);
-        let repeated = rows_from(&cells);
+        let repeated = test_rows(&cells);
         let scans = [ratio.scan(n_vars), repeated.scan(n_vars)];
         assert!(scans[0].rows_strict && scans[1].rows_sorted && !scans[1].rows_strict);
         let group = GroupCells::new(&ratio, &scans[0]);
@@ -667,7 +656,7 @@ mod tests {
 
     #[test]
     fn sorted_copy_keeps_each_cells_entries() {
-        let rows = rows_from(&[vec![(5, 1.0), (2, 2.0), (9, 3.0)], vec![], vec![(1, 4.0)]]);
+        let rows = test_rows(&[vec![(5, 1.0), (2, 2.0), (9, 3.0)], vec![], vec![(1, 4.0)]]);
         let sorted = rows.sorted_by_gene();
         assert_eq!(sorted.ends, rows.ends);
         assert_eq!(sorted.cols, vec![2, 5, 9, 1]);

@@ -205,28 +205,17 @@ pub fn bulk_and_jackknife_direct(rows: &Rows, n_vars: usize) -> (Vec<f64>, f64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::vcc2026::test_rows;
     use proptest::prelude::*;
 
-    fn rows_from(cells: &[Vec<(u32, f64)>]) -> Rows {
-        let mut rows = Rows::default();
-        for cell in cells {
-            for &(c, v) in cell {
-                rows.cols.push(c);
-                rows.vals.push(v as f32);
-            }
-            rows.ends.push(rows.cols.len());
-        }
-        rows
-    }
-
-    fn random_cells(seed: u64, n: usize, n_vars: usize, density: f64, max_count: u64) -> Vec<Vec<(u32, f64)>> {
+    fn random_cells(seed: u64, n: usize, n_vars: usize, density: f64, max_count: u64) -> Vec<Vec<(u32, f32)>> {
         let mut next = crate::eval::vcc2026::test_rng(seed);
         (0..n)
             .map(|_| {
                 (0..n_vars as u32)
                     .filter_map(|g| {
                         let u = (next() % 1_000_000) as f64 / 1e6;
-                        (u < density).then(|| (g, (1 + next() % max_count) as f64))
+                        (u < density).then(|| (g, (1 + next() % max_count) as f32))
                     })
                     .collect()
             })
@@ -235,7 +224,7 @@ mod tests {
 
     #[test]
     fn series_matches_the_direct_sum_on_a_typical_group() {
-        let rows = rows_from(&random_cells(7, 200, 500, 0.2, 30));
+        let rows = test_rows(&random_cells(7, 200, 500, 0.2, 30));
         let (b1, c1) = bulk_and_jackknife(&rows, 500);
         let (b2, c2) = bulk_and_jackknife_direct(&rows, 500);
         assert_eq!(b1, b2);
@@ -248,7 +237,7 @@ mod tests {
         // one cell holds most of the counts (δ > SERIES_MAX_DELTA), the others are small
         let mut cells = random_cells(3, 6, 40, 0.5, 5);
         cells.push((0..40u32).map(|g| (g, 500.0)).collect());
-        let rows = rows_from(&cells);
+        let rows = test_rows(&cells);
         let (_, c1) = bulk_and_jackknife(&rows, 40);
         let (_, c2) = bulk_and_jackknife_direct(&rows, 40);
         assert!(((c1 - c2) / c2).abs() < 1e-11, "series {c1} vs direct {c2}");
@@ -257,7 +246,7 @@ mod tests {
     proptest! {
         #[test]
         fn series_equals_direct(seed in 0u64..10_000, n in 2usize..60, density in 0.01f64..0.9, max_count in 1u64..200) {
-            let rows = rows_from(&random_cells(seed, n, 50, density, max_count));
+            let rows = test_rows(&random_cells(seed, n, 50, density, max_count));
             let (_, c1) = bulk_and_jackknife(&rows, 50);
             let (_, c2) = bulk_and_jackknife_direct(&rows, 50);
             let scale = c2.abs().max(1e-12);

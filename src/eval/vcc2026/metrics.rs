@@ -192,12 +192,12 @@ fn expression_and_pds(
     for g in own.iter().flatten() {
         own_count[*g] += 1;
     }
-    // per gene in parallel, added in gene order
-    let per_gene: Vec<f64> = (0..n_vars)
+    // per gene in parallel (`None`: fewer than two perturbations count), added in gene order
+    let per_gene: Vec<Option<f64>> = (0..n_vars)
         .into_par_iter()
         .map(|g| {
             if n - own_count[g] < 2 {
-                return 0.0;
+                return None;
             }
             let (mut sw, mut swx) = (0.0, 0.0);
             for i in 0..n {
@@ -214,14 +214,12 @@ fn expression_and_pds(
                     ss += w[i] * d * d;
                 }
             }
-            ss.max(0.0)
+            Some(ss.max(0.0))
         })
         .collect();
     let mut budget = 0.0;
-    for (g, &ss) in per_gene.iter().enumerate() {
-        if n - own_count[g] >= 2 {
-            budget += ss;
-        }
+    for ss in per_gene.into_iter().flatten() {
+        budget += ss;
     }
     let rho = if claim > 0.0 { (budget / claim).min(1.0) } else { 1.0 };
     for (i, p) in perts.iter().enumerate() {

@@ -225,6 +225,7 @@ impl Rows {
         let mut col_positive = vec![0u32; n_vars];
         let mut cell_totals = Vec::with_capacity(self.n());
         let (mut rows_sorted, mut rows_strict) = (true, true);
+        let totals_known = self.totals.len() == self.n();
         // plain slices: through the vectors themselves their pointers and lengths were reloaded per entry
         let (sums, positive) = (&mut col_sums[..], &mut col_positive[..]);
         for i in 0..self.n() {
@@ -235,10 +236,7 @@ impl Rows {
             }
             // taken when the row was read, or in a loop of its own (the row is in L1 by now): in the loop above
             // the running total was kept on the stack, a store and a reload per entry
-            cell_totals.push(match self.totals.get(i) {
-                Some(&t) if self.totals.len() == self.n() => t,
-                _ => cell_total(vals),
-            });
+            cell_totals.push(if totals_known { self.totals[i] } else { cell_total(vals) });
             let (sorted, strict) = cols
                 .iter()
                 .zip(cols.iter().skip(1))
@@ -365,20 +363,19 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
             if k < want.len() && want[k].0 < r {
                 return Err(missing(want[k].0));
             }
-            // a row can feed several slots
-            let summary = (k < want.len() && want[k].0 == r).then(|| RowSummary::of(vals));
+            // only wanted rows are read; a row can feed several slots
+            let summary = RowSummary::of(vals);
             while k < want.len() && want[k].0 == r {
                 let slot = want[k].1;
-                let Some(summary) = summary.as_ref() else { break };
                 if let Some(check) = side.check {
-                    check.check_summarized_row(&side.name, r, vals, summary)?;
+                    check.check_summarized_row(&side.name, r, vals, &summary)?;
                 }
                 let sc = if side.groups[which[slot]].scaled { scale } else { None };
                 if in_file_order[slot] {
-                    out[slot].push(cols, vals, sc, summary);
+                    out[slot].push(cols, vals, sc, &summary);
                 } else {
                     let mut one = Rows::default();
-                    one.push(cols, vals, sc, summary);
+                    one.push(cols, vals, sc, &summary);
                     // the position(s) of this row in the group, in order of appearance of duplicates
                     let i = next_in_slot[slot];
                     let pos = order[slot].get(i).map(|&(_, p)| p).unwrap_or(i);
@@ -695,6 +692,20 @@ fn evaluate_from(
     let pde = pde.ok_or_else(|| Vcc2026Error::Metric("pred DE missing".to_owned()))?;
     let members = metrics::compute_members(var_names, &real.stats, &pstats, &real.de, &pde, control_source)?;
     Ok((members, pde))
+}
+
+/// Rows of test cells given as (gene, value) lists.
+#[cfg(test)]
+pub(crate) fn test_rows(cells: &[Vec<(u32, f32)>]) -> Rows {
+    let mut rows = Rows::default();
+    for cell in cells {
+        for &(c, v) in cell {
+            rows.cols.push(c);
+            rows.vals.push(v);
+        }
+        rows.ends.push(rows.cols.len());
+    }
+    rows
 }
 
 /// A reproducible xorshift64 stream for test data.
