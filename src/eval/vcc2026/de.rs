@@ -43,13 +43,18 @@ fn small_count_table(f: f64) -> [u64; SMALL_COUNTS] {
 /// The bits of `log1p(x)`, `x = v/f` being a positive entry's CPM, from the cell's table when `v` is a small count.
 #[inline(always)]
 fn log1p_cpm_bits(v: f32, x: f64, small: &[u64; SMALL_COUNTS]) -> u64 {
-    // v > 0 here: `k` is its integer part (saturated above u32::MAX), and `k == v` means v is a count
-    let k = v as u32;
-    if (k as usize) < SMALL_COUNTS && k as f32 == v {
-        small[k as usize]
-    } else {
-        x.ln_1p().to_bits()
+    match small_count(v) {
+        Some(k) => small[k],
+        None => x.ln_1p().to_bits(),
     }
+}
+
+/// `v`'s slot in a cell's tables when it is one of the counts `0..SMALL_COUNTS` (v ≥ 0 or NaN here: `v as u32` is
+/// its integer part, saturated, and equal to `v` only for a whole number).
+#[inline(always)]
+fn small_count(v: f32) -> Option<usize> {
+    let k = v as u32;
+    ((k as usize) < SMALL_COUNTS && k as f32 == v).then_some(k as usize)
 }
 
 /// The control's per-cell CPM: mean CPM per gene and, per gene, the sorted non-zero `log1p(CPM)` (as f64 bit
@@ -251,15 +256,13 @@ impl<'a> GroupCells<'a> {
                 }
                 taken += 1;
                 let local = g - first;
-                let k = v as u32;
-                // v > 0 or a stored zero: `k` is its integer part (saturated), and `k == v` means a count
-                let bits = if (k as usize) < SMALL_COUNTS && k as f32 == v {
+                let bits = if let Some(k) = small_count(v) {
                     // the CPM from the cell's table too: no division (the same quotient `v / f`)
-                    sum[local] += cpm[k as usize];
+                    sum[local] += cpm[k];
                     if k == 0 {
                         continue;
                     }
-                    small[k as usize]
+                    small[k]
                 } else {
                     let x = v as f64 / f;
                     sum[local] += x;
