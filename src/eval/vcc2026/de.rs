@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
+use super::rows::{with_rows, ColIndex, RowsOf, StoredValue};
 use super::{counted_positive, GroupScan, Rows, CELL_TARGET_SUM, DE_EPSILON, MIN_CPM};
 use crate::eval::bh::bh_adjust;
 use crate::eval::mwu::{ndtr, RankScratch, SortedReference, REFERENCE_PAD};
@@ -42,25 +43,20 @@ fn small_count_table(f: f64) -> [u64; SMALL_COUNTS] {
 
 /// The bits of `log1p(x)`, `x = v/f` being a positive entry's CPM, from the cell's table when `v` is a small count.
 #[inline(always)]
-fn log1p_cpm_bits(v: f32, x: f64, small: &[u64; SMALL_COUNTS]) -> u64 {
-    match small_count(v) {
+fn log1p_cpm_bits<V: StoredValue>(v: V, x: f64, small: &[u64; SMALL_COUNTS]) -> u64 {
+    match v.small_count(SMALL_COUNTS) {
         Some(k) => small[k],
         None => x.ln_1p().to_bits(),
     }
 }
 
-/// `v`'s slot in a cell's tables when it is one of the counts `0..SMALL_COUNTS` (v ≥ 0 or NaN here: `v as u32` is
-/// its integer part, saturated, and equal to `v` only for a whole number).
-#[inline(always)]
-fn small_count(v: f32) -> Option<usize> {
-    let k = v as u32;
-    ((k as usize) < SMALL_COUNTS && k as f32 == v).then_some(k as usize)
-}
-
 /// The control's per-cell CPM: mean CPM per gene and, per gene, the sorted non-zero `log1p(CPM)` (as f64 bit
 /// patterns: positive values' bits sort like the values, and faster) with [`REFERENCE_PAD`] slots after each
 /// column, the layout of [`SortedReference::from_padded`]. Every gene gets its column, gated or not.
-fn reference_columns(rows: &Rows, scan: &GroupScan) -> (Vec<f64>, Vec<usize>, Vec<u64>) {
+fn reference_columns<C: ColIndex, V: StoredValue>(
+    rows: &RowsOf<C, V>,
+    scan: &GroupScan,
+) -> (Vec<f64>, Vec<usize>, Vec<u64>) {
     let n_vars = scan.col_sums.len();
     let mut sum = vec![0.0f64; n_vars];
     // the column layout first (from the scan's counts), so the values go straight into place: a positive count
@@ -76,13 +72,13 @@ fn reference_columns(rows: &Rows, scan: &GroupScan) -> (Vec<f64>, Vec<usize>, Ve
         let f = cpm_divisor(l);
         let small = small_count_table(f);
         for (&c, &v) in cols.iter().zip(cell_vals) {
-            let x = v as f64 / f;
-            sum[c as usize] += x;
+            let x = v.to_f32() as f64 / f;
+            sum[c.ix()] += x;
             // exactly the scan's test (a NaN, were one to get here, must not overrun a column)
-            if !counted_positive(v) {
+            if !counted_positive(v.to_f32()) {
                 continue;
             }
-            let at = &mut fill[c as usize];
+            let at = &mut fill[c.ix()];
             vals[*at] = log1p_cpm_bits(v, x, &small);
             *at += 1;
         }
@@ -118,7 +114,7 @@ impl Reference {
     /// Build from the control cells and their scan.
     pub fn build(rows: &Rows, scan: &GroupScan) -> Self {
         let n_vars = scan.col_sums.len();
-        let (mean, ptr, vals) = reference_columns(rows, scan);
+        let (mean, ptr, vals) = with_rows!(rows, r => reference_columns(r, scan));
         let genes: Vec<usize> = (0..n_vars).filter(|&g| mean[g] > MIN_CPM).collect();
         let n = rows.n();
         Reference { n, mean, genes, cols: SortedReference::from_padded(n, ptr, vals) }
@@ -196,18 +192,29 @@ impl<'a> GroupCells<'a> {
 
     /// Per cell, the index of its first entry at gene `gene` or above.
     fn cursors_at(&self, gene: usize, n_vars: usize) -> Vec<usize> {
-        (0..self.n())
+        with_rows!(&*self.rows, rows => (0..self.n())
             .map(|i| {
-                let cell = self.rows.cell_range(i);
-                cell.start + first_at_or_above(&self.rows.cols[cell], gene, n_vars)
+                let cell = rows.cell_range(i);
+                cell.start + first_at_or_above(&rows.cols[cell], gene, n_vars)
             })
-            .collect()
+            .collect())
     }
 
     /// The group's columns of the genes `genes` (the next block after the cursors), per cell in cell order:
     /// the sum of the CPM (for the mean) and the non-zero log1p(CPM) bits (ranked unsorted). Advances the
     /// cursors past the block.
     fn fill_block(&self, cursors: &mut [usize], genes: Range<usize>, out: &mut BlockColumns) {
+        with_rows!(&*self.rows, rows => self.fill_block_in(rows, cursors, genes, out))
+    }
+
+    /// [`Self::fill_block`] in the group's layout.
+    fn fill_block_in<C: ColIndex, V: StoredValue>(
+        &self,
+        rows: &RowsOf<C, V>,
+        cursors: &mut [usize],
+        genes: Range<usize>,
+        out: &mut BlockColumns,
+    ) {
         let width = genes.len();
         out.ptr.clear();
         out.ptr.push(0);
@@ -232,13 +239,13 @@ impl<'a> GroupCells<'a> {
         let (fill, back, exact) = (&mut out.fill[..], &mut out.back[..], &mut out.exact[..]);
         let (vals_out, sum) = (&mut out.vals[..], &mut out.sum[..]);
         let (first, stop) = (genes.start, genes.end);
-        let (all_cols, all_vals) = (&self.rows.cols[..], &self.rows.vals[..]);
+        let (all_cols, all_vals) = (&rows.cols[..], &rows.vals[..]);
         for i in 0..cursors.len() {
             // the cells' segments of a block are far apart in memory (a cell's whole row lies between two):
             // each is fetched a few cells ahead
             if let Some(&ahead) = cursors.get(i + PREFETCH_CELLS) {
                 // the segment's expected length: the block's share of the cell's row, and a little more
-                let row = self.rows.cell_range(i + PREFETCH_CELLS);
+                let row = rows.cell_range(i + PREFETCH_CELLS);
                 let n_vars = self.n_positive.len().max(1);
                 let len = (row.len() * (stop - first) / n_vars + 16).min(row.end - ahead);
                 prefetch(&all_cols[ahead..ahead + len]);
@@ -246,17 +253,17 @@ impl<'a> GroupCells<'a> {
             }
             let pos = &mut cursors[i];
             let (f, small, cpm) = (self.divisor[i], &self.small[i], &self.cpm[i]);
-            let rest = *pos..self.rows.ends[i];
-            let (cols, vals) = (&self.rows.cols[rest.clone()], &self.rows.vals[rest]);
+            let rest = *pos..rows.ends[i];
+            let (cols, vals) = (&rows.cols[rest.clone()], &rows.vals[rest]);
             let mut taken = 0usize;
             for (&c, &v) in cols.iter().zip(vals) {
-                let g = c as usize;
+                let g = c.ix();
                 if g >= stop {
                     break;
                 }
                 taken += 1;
                 let local = g - first;
-                let bits = if let Some(k) = small_count(v) {
+                let bits = if let Some(k) = v.small_count(SMALL_COUNTS) {
                     // the CPM from the cell's table too: no division (the same quotient `v / f`)
                     sum[local] += cpm[k];
                     if k == 0 {
@@ -264,10 +271,10 @@ impl<'a> GroupCells<'a> {
                     }
                     small[k]
                 } else {
-                    let x = v as f64 / f;
+                    let x = v.to_f32() as f64 / f;
                     sum[local] += x;
                     // exactly the scan's test (a NaN, were one to get here, must not overrun a column)
-                    if !counted_positive(v) {
+                    if !counted_positive(v.to_f32()) {
                         continue;
                     }
                     // not from a table (see `log1p_cpm_bits`): a suspect, and the column is ranked exactly if
@@ -365,17 +372,17 @@ fn prefetch<T>(data: &[T]) {
 /// The index of the first of the sorted `cols` at `gene` or above. A row's genes spread over `0..n_vars`, so
 /// the search starts where `gene` would sit in an even spread and widens from there: it touches a few cache
 /// lines of the row, where a binary search touched a dozen.
-fn first_at_or_above(cols: &[u32], gene: usize, n_vars: usize) -> usize {
+fn first_at_or_above<C: ColIndex>(cols: &[C], gene: usize, n_vars: usize) -> usize {
     let len = cols.len();
     let guess = (len as u128 * gene as u128 / n_vars.max(1) as u128) as usize;
     let mut step = 16usize;
     let (mut lo, mut hi) = (guess.saturating_sub(step).min(len), guess.saturating_add(step).min(len));
     loop {
         // the answer is in lo..=hi once everything before lo is below `gene` and cols[hi] is not
-        let lo_ok = lo == 0 || (cols[lo - 1] as usize) < gene;
-        let hi_ok = hi == len || cols[hi] as usize >= gene;
+        let lo_ok = lo == 0 || cols[lo - 1].ix() < gene;
+        let hi_ok = hi == len || cols[hi].ix() >= gene;
         if lo_ok && hi_ok {
-            return lo + cols[lo..hi].partition_point(|&c| (c as usize) < gene);
+            return lo + cols[lo..hi].partition_point(|&c| c.ix() < gene);
         }
         step = step.saturating_mul(2);
         if !lo_ok {
@@ -512,7 +519,7 @@ impl DeTable {
 mod tests {
     use super::*;
     use crate::eval::mwu::rank_sum_and_ties;
-    use crate::eval::vcc2026::test_rows;
+    use crate::eval::vcc2026::{test_rows, test_rows_compact};
 
     /// Cells over `n_vars` genes: mostly small counts, some counts ≥ `SMALL_COUNTS`, some fractional values,
     /// a few repeated cells (equal values in a column), an empty cell; `shuffled` puts some rows out of gene order.
@@ -559,6 +566,7 @@ mod tests {
     /// The DE as written in the spec: per gene, the sorted values of both sides merged ([`rank_sum_and_ties`]).
     fn naive(rows: &Rows, reference: &Reference, ctrl: &Rows) -> GroupDe {
         let column = |rows: &Rows, g: usize| -> (Vec<f64>, f64) {
+            let rows = rows.to_wide();
             let (mut vals, mut sum) = (Vec::new(), 0.0);
             for i in 0..rows.n() {
                 let (cols, cvals) = rows.cell(i);
@@ -616,6 +624,42 @@ mod tests {
     }
 
     #[test]
+    fn compact_and_wide_groups_give_the_same_bits() {
+        let n_vars = GENE_BLOCK * BLOCKS_PER_TASK + 300;
+        // counts only (the fractions of `random_cells` made counts ≥ SMALL_COUNTS)
+        let counts = |cells: Vec<Vec<(u32, f32)>>| -> Vec<Vec<(u32, f32)>> {
+            cells
+                .into_iter()
+                .map(|cell| cell.into_iter().map(|(g, v)| (g, if v == 2.5 { 40.0 } else { v })).collect())
+                .collect()
+        };
+        let ctrl_cells = counts(random_cells(1, 60, n_vars, false));
+        let (ctrl, ctrl_compact) = (test_rows(&ctrl_cells), test_rows_compact(&ctrl_cells));
+        let reference = Reference::build(&ctrl, &ctrl.scan(n_vars));
+        let from_compact = Reference::build(&ctrl_compact, &ctrl_compact.scan(n_vars));
+        assert_eq!((&reference.mean, &reference.genes), (&from_compact.mean, &from_compact.genes));
+        let cells: Vec<_> =
+            (0..TEST_GROUPS_AT_ONCE as u64 + 3).map(|s| counts(random_cells(10 + s, 12, n_vars, s % 3 == 0))).collect();
+        let wide: Vec<Rows> = cells.iter().map(|c| test_rows(c)).collect();
+        // a share mixing both layouts
+        let mixed: Vec<Rows> = cells
+            .iter()
+            .enumerate()
+            .map(|(k, c)| if k % 2 == 0 { test_rows_compact(c) } else { test_rows(c) })
+            .collect();
+        let run = |groups: &[Rows], reference: &Reference| {
+            let scans: Vec<GroupScan> = groups.iter().map(|r| r.scan(n_vars)).collect();
+            let pairs: Vec<(&Rows, &GroupScan)> = groups.iter().zip(&scans).collect();
+            test_batch(&pairs, reference)
+        };
+        let (a, b) = (run(&wide, &reference), run(&mixed, &from_compact));
+        for ((x, y), rows) in a.iter().zip(&b).zip(&wide) {
+            assert_eq!((&x.p, &x.lfc, &x.padj), (&y.p, &y.lfc, &y.padj));
+            assert_eq!(x.p, naive(rows, &reference, &ctrl).p);
+        }
+    }
+
+    #[test]
     fn the_duplicate_screening_falls_back_where_it_cannot_vouch() {
         let n_vars = 700;
         let ctrl = test_rows(&random_cells(1, 60, n_vars, false));
@@ -661,9 +705,10 @@ mod tests {
     fn sorted_copy_keeps_each_cells_entries() {
         let rows = test_rows(&[vec![(5, 1.0), (2, 2.0), (9, 3.0)], vec![], vec![(1, 4.0)]]);
         let sorted = rows.sorted_by_gene();
-        assert_eq!(sorted.ends, rows.ends);
-        assert_eq!(sorted.cols, vec![2, 5, 9, 1]);
-        assert_eq!(sorted.vals, vec![2.0, 1.0, 3.0, 4.0]);
+        let (w, s) = (rows.to_wide(), sorted.to_wide());
+        assert_eq!(s.ends, w.ends);
+        assert_eq!(s.cols, vec![2, 5, 9, 1]);
+        assert_eq!(s.vals, vec![2.0, 1.0, 3.0, 4.0]);
         assert!(!rows.scan(10).rows_sorted && sorted.scan(10).rows_sorted);
     }
 }

@@ -6,6 +6,7 @@
 //! `r_i = S − ℓ_i` (V = −b_g when r_i = 0); C = 0 when n < 2 or S = 0. Deviations from `b` are taken before
 //! summing, as cell-eval2 does (the cancellation is load-bearing).
 
+use super::rows::{with_rows, ColIndex, RowsOf, StoredValue};
 use super::{GroupScan, Rows, BULK_TARGET_SUM};
 use crate::eval::metrics::numeric::np_sum_f64;
 use crate::eval::vector_log::log1p_scaled;
@@ -43,6 +44,10 @@ pub fn bulk_and_jackknife(rows: &Rows, n_vars: usize) -> (Vec<f64>, f64) {
 
 /// [`bulk_and_jackknife`] from the group's [`GroupScan`].
 pub fn bulk_and_jackknife_scanned(rows: &Rows, scan: &GroupScan) -> (Vec<f64>, f64) {
+    with_rows!(rows, r => bulk_and_jackknife_of(r, scan))
+}
+
+fn bulk_and_jackknife_of<C: ColIndex, V: StoredValue>(rows: &RowsOf<C, V>, scan: &GroupScan) -> (Vec<f64>, f64) {
     let (p, totals, n_vars) = (&scan.col_sums, &scan.cell_totals, scan.col_sums.len());
     let (profile, s) = bulk_from_sums(p);
     let n = rows.n();
@@ -97,14 +102,14 @@ pub fn bulk_and_jackknife_scanned(rows: &Rows, scan: &GroupScan) -> (Vec<f64>, f
             for (cols, vals) in cols.chunks(CHUNK).zip(vals.chunks(CHUNK)) {
                 let m = cols.len();
                 for (((&c, &y), r), z) in cols.iter().zip(vals).zip(rest.iter_mut()).zip(wz.iter_mut()) {
-                    let [pg, wg] = pw[c as usize];
-                    *r = pg - y as f64;
+                    let [pg, wg] = pw[c.ix()];
+                    *r = pg - y.to_f32() as f64;
                     *z = wg;
                 }
                 log1p_scaled(&rest[..m], BULK_TARGET_SUM / r, &mut lv);
                 log1p_scaled(&wz[..m], delta, &mut lz);
                 for ((&c, &l), &z) in cols.iter().zip(&lv).zip(&lz) {
-                    let [bg, s1, s2] = &mut b_sums[c as usize];
+                    let [bg, s1, s2] = &mut b_sums[c.ix()];
                     let v = l - *bg;
                     *s1 += v - z;
                     *s2 += v * v - z * z;
@@ -161,15 +166,23 @@ fn series_coefficients(k: usize) -> (Vec<f64>, Vec<f64>) {
 }
 
 /// One cell's `V` over every gene, the way cell-eval2 writes it (`r ≤ 0`: `V = −b`).
-fn add_cell_direct(p: &[f64], b: &[f64], s: f64, cols: &[u32], vals: &[f32], sum: &mut [f64], sumsq: &mut [f64]) {
-    let l: f64 = vals.iter().map(|&v| v as f64).sum();
+fn add_cell_direct<C: ColIndex, V: StoredValue>(
+    p: &[f64],
+    b: &[f64],
+    s: f64,
+    cols: &[C],
+    vals: &[V],
+    sum: &mut [f64],
+    sumsq: &mut [f64],
+) {
+    let l: f64 = vals.iter().map(|&v| v.to_f32() as f64).sum();
     let r = s - l;
     let mut k = 0usize;
     for g in 0..p.len() {
         let v = if r > 0.0 {
-            let y = if k < cols.len() && cols[k] as usize == g {
+            let y = if k < cols.len() && cols[k].ix() == g {
                 k += 1;
-                vals[k - 1] as f64
+                vals[k - 1].to_f32() as f64
             } else {
                 0.0
             };
@@ -193,10 +206,12 @@ pub fn bulk_and_jackknife_direct(rows: &Rows, n_vars: usize) -> (Vec<f64>, f64) 
     let b: Vec<f64> = p.iter().map(|&x| (BULK_TARGET_SUM * x / s).ln_1p()).collect();
     let mut sum = vec![0.0f64; n_vars];
     let mut sumsq = vec![0.0f64; n_vars];
-    for i in 0..n {
-        let (cols, vals) = rows.cell(i);
-        add_cell_direct(&p, &b, s, cols, vals, &mut sum, &mut sumsq);
-    }
+    with_rows!(rows, r => {
+        for i in 0..n {
+            let (cols, vals) = r.cell(i);
+            add_cell_direct(&p, &b, s, cols, vals, &mut sum, &mut sumsq);
+        }
+    });
     let nf = n as f64;
     let qv: Vec<f64> = sum.iter().zip(&sumsq).map(|(&s1, &s2)| s2 - s1 * s1 / nf).collect();
     (profile, ((nf - 1.0) / nf * np_sum_f64(&qv)).max(0.0))
@@ -230,6 +245,20 @@ mod tests {
         assert_eq!(b1, b2);
         assert!(c2 > 0.0);
         assert!(((c1 - c2) / c2).abs() < 1e-11, "series {c1} vs direct {c2}");
+    }
+
+    #[test]
+    fn both_layouts_give_the_same_bits() {
+        let cells = random_cells(11, 120, 400, 0.25, 300);
+        let (wide, compact) = (test_rows(&cells), crate::eval::vcc2026::test_rows_compact(&cells));
+        assert!(matches!(compact, Rows::Compact(_)));
+        let (b1, c1) = bulk_and_jackknife(&wide, 400);
+        let (b2, c2) = bulk_and_jackknife(&compact, 400);
+        assert_eq!((b1, c1.to_bits()), (b2, c2.to_bits()));
+        assert_eq!(
+            bulk_and_jackknife_direct(&wide, 400).1.to_bits(),
+            bulk_and_jackknife_direct(&compact, 400).1.to_bits()
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod digest;
 pub mod jackknife;
 pub mod metrics;
 pub mod outputs;
+pub mod rows;
 pub mod score;
 pub mod validate;
 
@@ -25,9 +26,9 @@ use rayon::prelude::*;
 
 use super::error::EvalError;
 use super::input::{stream_kept_rows, CellSource};
-use crate::data::kept_rows::RowIndices;
 use crate::eval::normalize::has_fraction;
 use crate::progress::Progress;
+pub use rows::Rows;
 
 /// `bulk_target_sum` (pseudobulk, expression + PDS).
 pub const BULK_TARGET_SUM: f64 = 5e4;
@@ -120,17 +121,6 @@ impl Side<'_> {
     }
 }
 
-/// The cells of one group, in the order they were read, stored non-zeros only (values f64).
-#[derive(Debug, Default, Clone)]
-pub struct Rows {
-    pub ends: Vec<usize>,
-    pub cols: Vec<u32>,
-    /// Stored as f32 (every value is an f32, scaled ones included), used as f64.
-    pub vals: Vec<f32>,
-    /// Each cell's total ([`cell_total`]) where the rows were pushed as read (then one per cell); empty otherwise.
-    pub totals: Vec<f64>,
-}
-
 /// What the jackknife and the CPM DE of a group both start from, in one pass over its entries (each pass
 /// streams the group, several MB, from memory again).
 #[derive(Debug, Clone)]
@@ -214,101 +204,6 @@ pub(crate) fn cell_total(vals: &[f32]) -> f64 {
     RowSummary::of(vals).total(vals)
 }
 
-impl Rows {
-    pub fn n(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// The [`GroupScan`] of these cells over `n_vars` genes.
-    pub fn scan(&self, n_vars: usize) -> GroupScan {
-        let mut col_sums = vec![0.0f64; n_vars];
-        let mut col_positive = vec![0u32; n_vars];
-        let mut cell_totals = Vec::with_capacity(self.n());
-        let (mut rows_sorted, mut rows_strict) = (true, true);
-        let totals_known = self.totals.len() == self.n();
-        // plain slices: through the vectors themselves their pointers and lengths were reloaded per entry
-        let (sums, positive) = (&mut col_sums[..], &mut col_positive[..]);
-        for i in 0..self.n() {
-            let (cols, vals) = self.cell(i);
-            for (&c, &v) in cols.iter().zip(vals) {
-                sums[c as usize] += v as f64;
-                positive[c as usize] += u32::from(counted_positive(v));
-            }
-            // taken when the row was read, or in a loop of its own (the row is in L1 by now): in the loop above
-            // the running total was kept on the stack, a store and a reload per entry
-            cell_totals.push(if totals_known { self.totals[i] } else { cell_total(vals) });
-            let (sorted, strict) = cols
-                .iter()
-                .zip(cols.iter().skip(1))
-                .fold((true, true), |(le, lt), (a, b)| (le & (a <= b), lt & (a < b)));
-            rows_sorted &= sorted;
-            rows_strict &= strict;
-        }
-        GroupScan { col_sums, col_positive, cell_totals, rows_sorted, rows_strict }
-    }
-
-    /// A copy with each cell's entries in gene order (a stable sort: repeated genes keep their order).
-    pub fn sorted_by_gene(&self) -> Rows {
-        let mut out = Rows {
-            ends: self.ends.clone(),
-            cols: Vec::with_capacity(self.cols.len()),
-            vals: Vec::new(),
-            totals: self.totals.clone(),
-        };
-        out.vals.reserve(self.vals.len());
-        let mut order: Vec<usize> = Vec::new();
-        for i in 0..self.n() {
-            let (cols, vals) = self.cell(i);
-            order.clear();
-            order.extend(0..cols.len());
-            order.sort_by_key(|&k| cols[k]);
-            out.cols.extend(order.iter().map(|&k| cols[k]));
-            out.vals.extend(order.iter().map(|&k| vals[k]));
-        }
-        out
-    }
-
-    /// Where cell `i`'s entries lie in `cols` and `vals`.
-    pub fn cell_range(&self, i: usize) -> std::ops::Range<usize> {
-        let s = if i == 0 { 0 } else { self.ends[i - 1] };
-        s..self.ends[i]
-    }
-
-    /// Cell `i`'s (columns, values).
-    pub fn cell(&self, i: usize) -> (&[u32], &[f32]) {
-        let r = self.cell_range(i);
-        (&self.cols[r.clone()], &self.vals[r])
-    }
-
-    /// Appends a row as read (`summary` is its [`RowSummary`]), scaled where `scale` is given, without its
-    /// stored zeros.
-    fn push(&mut self, cols: RowIndices<'_>, vals: &[f32], scale: Option<&[f64]>, summary: &RowSummary) {
-        let start = self.cols.len();
-        if scale.is_none() && !summary.zero {
-            // the usual row: no stored zero to drop
-            cols.extend_into(&mut self.cols);
-            self.vals.extend_from_slice(vals);
-        } else {
-            for (k, &v) in vals.iter().enumerate() {
-                let c = cols.get(k);
-                let x = match scale {
-                    // baseline.py: (control_row.astype(float64) * scale).astype(float32)
-                    Some(s) => (v as f64 * s[c as usize]) as f32,
-                    None => v,
-                };
-                if x != 0.0 {
-                    self.cols.push(c);
-                    self.vals.push(x);
-                }
-            }
-        }
-        self.ends.push(self.cols.len());
-        // a zero adds nothing to a total, in any order: the row's total is the kept values' (scaled rows are
-        // other values)
-        self.totals.push(if scale.is_none() { summary.total(vals) } else { cell_total(&self.vals[start..]) });
-    }
-}
-
 /// One streaming pass over `side.source` collecting the cells of the groups `which` (indices into `side.groups`).
 pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Result<Vec<Rows>> {
     // (obs row, slot) sorted by row; a row can feed several slots
@@ -317,7 +212,10 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
         want.extend(side.groups[g].rows.iter().map(|&r| (r, slot)));
     }
     want.sort_unstable();
-    let mut out: Vec<Rows> = which.iter().map(|_| Rows::default()).collect();
+    let n_vars = side.source.shape().1;
+    // scaled groups hold fractions: wide from the start
+    let empty = |g: usize| if side.groups[g].scaled { Rows::default() } else { Rows::for_genes(n_vars) };
+    let mut out: Vec<Rows> = which.iter().map(|&g| empty(g)).collect();
     // position-ordered filling: remember each slot's cells in its own row order
     let mut order: Vec<Vec<(usize, usize)>> = vec![Vec::new(); which.len()];
     for (slot, &g) in which.iter().enumerate() {
@@ -329,14 +227,10 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
     let in_file_order: Vec<bool> = which.iter().map(|&g| side.groups[g].rows.windows(2).all(|w| w[0] < w[1])).collect();
     for (slot, &g) in which.iter().enumerate() {
         let n = side.groups[g].rows.len();
-        out[slot].ends.reserve(n);
-        if let Some(nnz) = side.source.nnz_hint() {
-            // a quarter above the file's average: most groups then fit without a reallocation, and the
-            // reserved pages that stay unused are never touched (not resident)
-            let per_row = nnz as usize / side.source.shape().0.max(1);
-            out[slot].cols.reserve(n * per_row * 5 / 4);
-            out[slot].vals.reserve(n * per_row * 5 / 4);
-        }
+        // a quarter above the file's average: most groups then fit without a reallocation, and the reserved
+        // pages that stay unused are never touched (not resident)
+        let per_row = side.source.nnz_hint().map_or(0, |nnz| nnz as usize / side.source.shape().0.max(1));
+        out[slot].reserve(n, n * per_row * 5 / 4);
     }
     let mut staged: Vec<Vec<(usize, Rows)>> = vec![Vec::new(); which.len()];
     let mut k = 0usize;
@@ -374,7 +268,7 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
                 if in_file_order[slot] {
                     out[slot].push(cols, vals, sc, &summary);
                 } else {
-                    let mut one = Rows::default();
+                    let mut one = empty(which[slot]);
                     one.push(cols, vals, sc, &summary);
                     // the position(s) of this row in the group, in order of appearance of duplicates
                     let i = next_in_slot[slot];
@@ -396,13 +290,8 @@ pub fn collect_rows(side: &Side, which: &[usize], progress: &dyn Progress) -> Re
             continue;
         }
         cells.sort_by_key(|(p, _)| *p);
-        let o = &mut out[slot];
         for (_, c) in cells {
-            let base = o.cols.len();
-            o.cols.extend_from_slice(&c.cols);
-            o.vals.extend_from_slice(&c.vals);
-            o.ends.push(base + c.cols.len());
-            o.totals.extend_from_slice(&c.totals);
+            out[slot].append(&c);
         }
     }
     Ok(out)
@@ -697,7 +586,7 @@ fn evaluate_from(
 /// Rows of test cells given as (gene, value) lists.
 #[cfg(test)]
 pub(crate) fn test_rows(cells: &[Vec<(u32, f32)>]) -> Rows {
-    let mut rows = Rows::default();
+    let mut rows = rows::WideRows::default();
     for cell in cells {
         for &(c, v) in cell {
             rows.cols.push(c);
@@ -705,7 +594,27 @@ pub(crate) fn test_rows(cells: &[Vec<(u32, f32)>]) -> Rows {
         }
         rows.ends.push(rows.cols.len());
     }
-    rows
+    Rows::Wide(rows)
+}
+
+/// [`test_rows`] in the compact layout (the values must be counts below 2^16).
+#[cfg(test)]
+pub(crate) fn test_rows_compact(cells: &[Vec<(u32, f32)>]) -> Rows {
+    let Rows::Wide(wide) = test_rows(cells) else { unreachable!() };
+    let compact = rows::CompactRows {
+        cols: wide.cols.iter().map(|&c| u16::try_from(c).expect("a gene below 2^16")).collect(),
+        vals: wide
+            .vals
+            .iter()
+            .map(|&v| {
+                assert_eq!(v as u16 as f32, v, "a count below 2^16");
+                v as u16
+            })
+            .collect(),
+        ends: wide.ends,
+        totals: wide.totals,
+    };
+    Rows::Compact(compact)
 }
 
 /// A reproducible xorshift64 stream for test data.
