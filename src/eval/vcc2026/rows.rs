@@ -300,16 +300,17 @@ impl CompactRows {
         if summary.fraction || summary.negative {
             return false;
         }
-        let start = self.cols.len();
-        // `v as u16` saturates: it gives back `v` exactly when `v` is a whole number below 2^16
-        let mut fits = true;
+        // whole numbers ≥ 0 or -0.0 here (no fraction, NaN, infinity or negative): without the sign bit, their bit
+        // patterns order like their values (a -0.0 is a zero, dropped below as in the wide layout)
+        let max_bits = vals.iter().fold(0u32, |m, &v| m.max(v.to_bits() & 0x7fff_ffff));
+        if max_bits > (u16::MAX as f32).to_bits() {
+            return false;
+        }
         if summary.zero {
             for (k, &v) in vals.iter().enumerate() {
                 if v != 0.0 {
-                    let count = v as u16;
-                    fits &= count as f32 == v;
                     self.cols.push(cols.get(k) as u16);
-                    self.vals.push(count);
+                    self.vals.push(v as u16);
                 }
             }
         } else {
@@ -317,16 +318,7 @@ impl CompactRows {
                 RowIndices::I32(s) => self.cols.extend(s.iter().map(|&c| c as u16)),
                 RowIndices::U32(s) => self.cols.extend(s.iter().map(|&c| c as u16)),
             }
-            self.vals.extend(vals.iter().map(|&v| {
-                let count = v as u16;
-                fits &= count as f32 == v;
-                count
-            }));
-        }
-        if !fits {
-            self.cols.truncate(start);
-            self.vals.truncate(start);
-            return false;
+            self.vals.extend(vals.iter().map(|&v| v as u16));
         }
         self.ends.push(self.cols.len());
         self.totals.push(summary.total(vals));
@@ -363,6 +355,10 @@ mod tests {
         assert_eq!(rows.to_wide().cols, w.cols);
         assert_eq!(rows.to_wide().vals, w.vals);
         assert_eq!(rows.to_wide().totals, w.totals);
+        let mut signed_zero = Rows::for_genes(10);
+        push_all(&mut signed_zero, &[vec![(1, 3.0), (2, -0.0), (4, 1.0)]], None);
+        let Rows::Compact(c) = &signed_zero else { panic!("a -0.0 is a zero") };
+        assert_eq!((c.cols.clone(), c.vals.clone()), (vec![1, 4], vec![3, 1]));
         for (value, why) in
             [(65536.0f32, "a large count"), (2.5, "a fraction"), (-1.0, "a negative"), (f32::NAN, "NaN")]
         {
