@@ -210,7 +210,7 @@ impl<'a> GroupCells<'a> {
         match &*self.rows {
             Rows::Wide(rows) => self.fill_block_wide(rows, cursors, genes, out),
             Rows::Blocked(rows) => {
-                debug_assert!(genes.start % STORE_BLOCK == 0 && genes.len() <= STORE_BLOCK);
+                debug_assert!(genes.start.is_multiple_of(STORE_BLOCK) && genes.len() <= STORE_BLOCK);
                 // a block's segments lie one after the other: one stream, nothing to search or prefetch
                 if let Some(block) = rows.blocks.get(genes.start / STORE_BLOCK) {
                     for i in 0..self.n() {

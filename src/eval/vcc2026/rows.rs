@@ -133,6 +133,9 @@ macro_rules! with_rows {
 }
 pub(crate) use with_rows;
 
+/// One cell's genes and values, borrowed where the layout holds them together.
+pub type CellEntries<'a, C, V> = (Cow<'a, [C]>, Cow<'a, [V]>);
+
 /// What the passes that visit every entry once need of a layout.
 pub trait Segments: Sync {
     type C: ColIndex;
@@ -142,7 +145,7 @@ pub trait Segments: Sync {
     /// gene's entries come in cell order (and a cell's entries at one gene in their stored order).
     fn for_each_segment(&self, f: impl FnMut(usize, &[Self::C], &[Self::V]));
     /// One cell's entries in gene order.
-    fn cell_entries(&self, i: usize) -> (Cow<'_, [Self::C]>, Cow<'_, [Self::V]>);
+    fn cell_entries(&self, i: usize) -> CellEntries<'_, Self::C, Self::V>;
     /// The cells' totals, where known.
     fn known_totals(&self) -> Option<&[f64]>;
 }
@@ -163,7 +166,7 @@ impl<C: ColIndex, V: StoredValue> Segments for RowsOf<C, V> {
         }
     }
 
-    fn cell_entries(&self, i: usize) -> (Cow<'_, [C]>, Cow<'_, [V]>) {
+    fn cell_entries(&self, i: usize) -> CellEntries<'_, C, V> {
         let (cols, vals) = self.cell(i);
         (Cow::Borrowed(cols), Cow::Borrowed(vals))
     }
@@ -191,7 +194,7 @@ impl Segments for BlockRows {
         }
     }
 
-    fn cell_entries(&self, i: usize) -> (Cow<'_, [u16]>, Cow<'_, [u16]>) {
+    fn cell_entries(&self, i: usize) -> CellEntries<'_, u16, u16> {
         let (mut cols, mut vals) = (Vec::new(), Vec::new());
         for block in &self.blocks {
             let (c, v) = block.segment(i);
