@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use super::rows::{with_rows, ColIndex, Segments, StoredValue, WideRows, STORE_BLOCK};
+use super::rows::{with_rows, ColIndex, RowsOf, StoredValue};
 use super::{counted_positive, GroupScan, Rows, CELL_TARGET_SUM, DE_EPSILON, MIN_CPM};
 use crate::eval::bh::bh_adjust;
 use crate::eval::mwu::{ndtr, RankScratch, SortedReference, REFERENCE_PAD};
@@ -53,7 +53,10 @@ fn log1p_cpm_bits<V: StoredValue>(v: V, x: f64, small: &[u64; SMALL_COUNTS]) -> 
 /// The control's per-cell CPM: mean CPM per gene and, per gene, the sorted non-zero `log1p(CPM)` (as f64 bit
 /// patterns: positive values' bits sort like the values, and faster) with [`REFERENCE_PAD`] slots after each
 /// column, the layout of [`SortedReference::from_padded`]. Every gene gets its column, gated or not.
-fn reference_columns<S: Segments>(rows: &S, scan: &GroupScan) -> (Vec<f64>, Vec<usize>, Vec<u64>) {
+fn reference_columns<C: ColIndex, V: StoredValue>(
+    rows: &RowsOf<C, V>,
+    scan: &GroupScan,
+) -> (Vec<f64>, Vec<usize>, Vec<u64>) {
     let n_vars = scan.col_sums.len();
     let mut sum = vec![0.0f64; n_vars];
     // the column layout first (from the scan's counts), so the values go straight into place: a positive count
@@ -64,11 +67,10 @@ fn reference_columns<S: Segments>(rows: &S, scan: &GroupScan) -> (Vec<f64>, Vec<
     }
     let mut fill = ptr[..n_vars].to_vec();
     let mut vals = vec![0u64; ptr[n_vars]];
-    let divisor: Vec<f64> = scan.cell_totals.iter().map(|&l| cpm_divisor(l)).collect();
-    let small: Vec<[u64; SMALL_COUNTS]> = divisor.iter().map(|&f| small_count_table(f)).collect();
-    // each gene's values come in cell order, whatever the layout's segments
-    rows.for_each_segment(|i, cols, cell_vals| {
-        let (f, small) = (divisor[i], &small[i]);
+    for (i, &l) in scan.cell_totals.iter().enumerate() {
+        let (cols, cell_vals) = rows.cell(i);
+        let f = cpm_divisor(l);
+        let small = small_count_table(f);
         for (&c, &v) in cols.iter().zip(cell_vals) {
             let x = v.to_f32() as f64 / f;
             sum[c.ix()] += x;
@@ -77,10 +79,10 @@ fn reference_columns<S: Segments>(rows: &S, scan: &GroupScan) -> (Vec<f64>, Vec<
                 continue;
             }
             let at = &mut fill[c.ix()];
-            vals[*at] = log1p_cpm_bits(v, x, small);
+            vals[*at] = log1p_cpm_bits(v, x, &small);
             *at += 1;
         }
-    });
+    }
     let nf = rows.n() as f64;
     let mean: Vec<f64> = sum.iter().map(|&s| s / nf).collect();
     // the columns sorted on every core: alone, this sort left one core idle at the start of the real side
@@ -138,9 +140,8 @@ const TEST_GROUPS_AT_ONCE: usize = 16;
 /// Genes per block. Each (cell, block) segment of a row starts with a cache miss (prefetched), so larger blocks
 /// cost fewer misses, until the groups' columns of a block outgrow the cache. DE harness, 16 groups of 200
 /// cells against 2,000 (Intel, ms per group): 64 genes 7.2, 128 6.5, 256 6.2, 512 6.0, 1024 6.1–6.6; the
-/// transposition of whole groups that this replaced took 6.4. The blocked layout's blocks (`rows::STORE_BLOCK`)
-/// are these blocks.
-const GENE_BLOCK: usize = STORE_BLOCK;
+/// transposition of whole groups that this replaced took 6.4.
+const GENE_BLOCK: usize = 512;
 
 /// Blocks per task (a task finds each cell's starting point with [`first_at_or_above`], then walks the rows
 /// block by block): 2,048 genes, 9 tasks for 18 k genes, enough to balance two threads.
@@ -189,40 +190,54 @@ impl<'a> GroupCells<'a> {
         self.rows.n()
     }
 
-    /// Per cell, the index of its first entry at gene `gene` or above (wide rows; blocked rows need none).
+    /// Per cell, the index of its first entry at gene `gene` or above.
     fn cursors_at(&self, gene: usize, n_vars: usize) -> Vec<usize> {
-        match &*self.rows {
-            Rows::Wide(rows) => (0..self.n())
-                .map(|i| {
-                    let cell = rows.cell_range(i);
-                    cell.start + first_at_or_above(&rows.cols[cell], gene, n_vars)
-                })
-                .collect(),
-            Rows::Blocked(_) => Vec::new(),
-        }
+        with_rows!(&*self.rows, rows => (0..self.n())
+            .map(|i| {
+                let cell = rows.cell_range(i);
+                cell.start + first_at_or_above(&rows.cols[cell], gene, n_vars)
+            })
+            .collect())
     }
 
-    /// The group's columns of the genes `genes` (the next block after the cursors; one block of the blocked
-    /// layout), per cell in cell order: the sum of the CPM (for the mean) and the non-zero log1p(CPM) bits
-    /// (ranked unsorted). Advances the cursors past the block.
+    /// The group's columns of the genes `genes` (the next block after the cursors), per cell in cell order:
+    /// the sum of the CPM (for the mean) and the non-zero log1p(CPM) bits (ranked unsorted). Advances the
+    /// cursors past the block.
     fn fill_block(&self, cursors: &mut [usize], genes: Range<usize>, out: &mut BlockColumns) {
-        out.start(self.n_positive, genes.clone(), self.screened);
-        match &*self.rows {
-            Rows::Wide(rows) => self.fill_block_wide(rows, cursors, genes, out),
-            Rows::Blocked(rows) => {
-                debug_assert!(genes.start.is_multiple_of(STORE_BLOCK) && genes.len() <= STORE_BLOCK);
-                // a block's segments lie one after the other: one stream, nothing to search or prefetch
-                if let Some(block) = rows.blocks.get(genes.start / STORE_BLOCK) {
-                    for i in 0..self.n() {
-                        let (cols, vals) = block.segment(i);
-                        self.fill_segment(i, cols, vals, genes.clone(), out);
-                    }
-                }
-            }
-        }
+        with_rows!(&*self.rows, rows => self.fill_block_in(rows, cursors, genes, out))
     }
 
-    fn fill_block_wide(&self, rows: &WideRows, cursors: &mut [usize], genes: Range<usize>, out: &mut BlockColumns) {
+    /// [`Self::fill_block`] in the group's layout.
+    fn fill_block_in<C: ColIndex, V: StoredValue>(
+        &self,
+        rows: &RowsOf<C, V>,
+        cursors: &mut [usize],
+        genes: Range<usize>,
+        out: &mut BlockColumns,
+    ) {
+        let width = genes.len();
+        out.ptr.clear();
+        out.ptr.push(0);
+        let mut total = 0usize;
+        for &c in &self.n_positive[genes.clone()] {
+            total += c as usize;
+            out.ptr.push(total);
+        }
+        out.fill.clear();
+        out.fill.extend_from_slice(&out.ptr[..width]);
+        // suspects fill each column from its end
+        out.back.clear();
+        out.back.extend_from_slice(&out.ptr[1..]);
+        out.exact.clear();
+        out.exact.resize(width, !self.screened);
+        // slots from an earlier block are overwritten: every slot below `total` is written below
+        if out.vals.len() < total {
+            out.vals.resize(total, 0);
+        }
+        out.sum.clear();
+        out.sum.resize(width, 0.0);
+        let (fill, back, exact) = (&mut out.fill[..], &mut out.back[..], &mut out.exact[..]);
+        let (vals_out, sum) = (&mut out.vals[..], &mut out.sum[..]);
         let (first, stop) = (genes.start, genes.end);
         let (all_cols, all_vals) = (&rows.cols[..], &rows.vals[..]);
         for i in 0..cursors.len() {
@@ -237,64 +252,49 @@ impl<'a> GroupCells<'a> {
                 prefetch(&all_vals[ahead..ahead + len]);
             }
             let pos = &mut cursors[i];
+            let (f, small, cpm) = (self.divisor[i], &self.small[i], &self.cpm[i]);
             let rest = *pos..rows.ends[i];
-            *pos += self.fill_segment(i, &rows.cols[rest.clone()], &rows.vals[rest], genes.clone(), out);
-        }
-    }
-
-    /// Cell `i`'s entries from the start of `cols` up to the first gene past `genes` into `out`; returns how many.
-    #[inline(always)]
-    fn fill_segment<C: ColIndex, V: StoredValue>(
-        &self,
-        i: usize,
-        cols: &[C],
-        vals: &[V],
-        genes: Range<usize>,
-        out: &mut BlockColumns,
-    ) -> usize {
-        let (first, stop) = (genes.start, genes.end);
-        let (fill, back, exact) = (&mut out.fill[..], &mut out.back[..], &mut out.exact[..]);
-        let (vals_out, sum) = (&mut out.vals[..], &mut out.sum[..]);
-        let (f, small, cpm) = (self.divisor[i], &self.small[i], &self.cpm[i]);
-        let mut taken = 0usize;
-        for (&c, &v) in cols.iter().zip(vals) {
-            let g = c.ix();
-            if g >= stop {
-                break;
+            let (cols, vals) = (&rows.cols[rest.clone()], &rows.vals[rest]);
+            let mut taken = 0usize;
+            for (&c, &v) in cols.iter().zip(vals) {
+                let g = c.ix();
+                if g >= stop {
+                    break;
+                }
+                taken += 1;
+                let local = g - first;
+                let bits = if let Some(k) = v.small_count(SMALL_COUNTS) {
+                    // the CPM from the cell's table too: no division (the same quotient `v / f`)
+                    sum[local] += cpm[k];
+                    if k == 0 {
+                        continue;
+                    }
+                    small[k]
+                } else {
+                    let x = v.to_f32() as f64 / f;
+                    sum[local] += x;
+                    // exactly the scan's test (a NaN, were one to get here, must not overrun a column)
+                    if !counted_positive(v.to_f32()) {
+                        continue;
+                    }
+                    // not from a table (see `log1p_cpm_bits`): a suspect, and the column is ranked exactly if
+                    // the value is also some cell's table value
+                    let bits = x.ln_1p().to_bits();
+                    if self.screened && self.table_values.contains(bits) {
+                        exact[local] = true;
+                    }
+                    bits | SUSPECT
+                };
+                if bits & SUSPECT == 0 {
+                    vals_out[fill[local]] = bits;
+                    fill[local] += 1;
+                } else {
+                    back[local] -= 1;
+                    vals_out[back[local]] = bits & !SUSPECT;
+                }
             }
-            taken += 1;
-            let local = g - first;
-            let bits = if let Some(k) = v.small_count(SMALL_COUNTS) {
-                // the CPM from the cell's table too: no division (the same quotient `v / f`)
-                sum[local] += cpm[k];
-                if k == 0 {
-                    continue;
-                }
-                small[k]
-            } else {
-                let x = v.to_f32() as f64 / f;
-                sum[local] += x;
-                // exactly the scan's test (a NaN, were one to get here, must not overrun a column)
-                if !counted_positive(v.to_f32()) {
-                    continue;
-                }
-                // not from a table (see `log1p_cpm_bits`): a suspect, and the column is ranked exactly if
-                // the value is also some cell's table value
-                let bits = x.ln_1p().to_bits();
-                if self.screened && self.table_values.contains(bits) {
-                    exact[local] = true;
-                }
-                bits | SUSPECT
-            };
-            if bits & SUSPECT == 0 {
-                vals_out[fill[local]] = bits;
-                fill[local] += 1;
-            } else {
-                back[local] -= 1;
-                vals_out[back[local]] = bits & !SUSPECT;
-            }
+            *pos += taken;
         }
-        taken
     }
 }
 
@@ -410,31 +410,6 @@ struct BlockColumns {
 }
 
 impl BlockColumns {
-    /// Empty columns for `genes`, sized by the group's positive entries `n_positive` (per gene).
-    fn start(&mut self, n_positive: &[u32], genes: Range<usize>, screened: bool) {
-        let width = genes.len();
-        self.ptr.clear();
-        self.ptr.push(0);
-        let mut total = 0usize;
-        for &c in &n_positive[genes] {
-            total += c as usize;
-            self.ptr.push(total);
-        }
-        self.fill.clear();
-        self.fill.extend_from_slice(&self.ptr[..width]);
-        // suspects fill each column from its end
-        self.back.clear();
-        self.back.extend_from_slice(&self.ptr[1..]);
-        self.exact.clear();
-        self.exact.resize(width, !screened);
-        // slots from an earlier block are overwritten: every slot below `total` is written
-        if self.vals.len() < total {
-            self.vals.resize(total, 0);
-        }
-        self.sum.clear();
-        self.sum.resize(width, 0.0);
-    }
-
     /// The values of the block's `local`-th gene, and the suspects among them (sorted here).
     fn gene(&mut self, local: usize) -> (&[u64], &[u64]) {
         let (start, suspects, end) = (self.ptr[local], self.back[local], self.ptr[local + 1]);
@@ -544,7 +519,7 @@ impl DeTable {
 mod tests {
     use super::*;
     use crate::eval::mwu::rank_sum_and_ties;
-    use crate::eval::vcc2026::{test_rows, test_rows_blocked};
+    use crate::eval::vcc2026::{test_rows, test_rows_compact};
 
     /// Cells over `n_vars` genes: mostly small counts, some counts ≥ `SMALL_COUNTS`, some fractional values,
     /// a few repeated cells (equal values in a column), an empty cell; `shuffled` puts some rows out of gene order.
@@ -649,7 +624,7 @@ mod tests {
     }
 
     #[test]
-    fn blocked_and_wide_groups_give_the_same_bits() {
+    fn compact_and_wide_groups_give_the_same_bits() {
         let n_vars = GENE_BLOCK * BLOCKS_PER_TASK + 300;
         // counts only (the fractions of `random_cells` made counts ≥ SMALL_COUNTS)
         let counts = |cells: Vec<Vec<(u32, f32)>>| -> Vec<Vec<(u32, f32)>> {
@@ -659,21 +634,10 @@ mod tests {
                 .collect()
         };
         let ctrl_cells = counts(random_cells(1, 60, n_vars, false));
-        // the blocked layout takes rows in gene order only: sorted copies (the DE sorts the wide ones too)
-        let sorted = |cells: &[Vec<(u32, f32)>]| -> Vec<Vec<(u32, f32)>> {
-            cells
-                .iter()
-                .map(|c| {
-                    let mut c = c.clone();
-                    c.sort_by_key(|e| e.0);
-                    c
-                })
-                .collect()
-        };
-        let (ctrl, ctrl_blocked) = (test_rows(&ctrl_cells), test_rows_blocked(&sorted(&ctrl_cells), n_vars));
+        let (ctrl, ctrl_compact) = (test_rows(&ctrl_cells), test_rows_compact(&ctrl_cells));
         let reference = Reference::build(&ctrl, &ctrl.scan(n_vars));
-        let from_blocked = Reference::build(&ctrl_blocked, &ctrl_blocked.scan(n_vars));
-        assert_eq!((&reference.mean, &reference.genes), (&from_blocked.mean, &from_blocked.genes));
+        let from_compact = Reference::build(&ctrl_compact, &ctrl_compact.scan(n_vars));
+        assert_eq!((&reference.mean, &reference.genes), (&from_compact.mean, &from_compact.genes));
         let cells: Vec<_> =
             (0..TEST_GROUPS_AT_ONCE as u64 + 3).map(|s| counts(random_cells(10 + s, 12, n_vars, s % 3 == 0))).collect();
         let wide: Vec<Rows> = cells.iter().map(|c| test_rows(c)).collect();
@@ -681,14 +645,14 @@ mod tests {
         let mixed: Vec<Rows> = cells
             .iter()
             .enumerate()
-            .map(|(k, c)| if k % 2 == 0 { test_rows_blocked(&sorted(c), n_vars) } else { test_rows(c) })
+            .map(|(k, c)| if k % 2 == 0 { test_rows_compact(c) } else { test_rows(c) })
             .collect();
         let run = |groups: &[Rows], reference: &Reference| {
             let scans: Vec<GroupScan> = groups.iter().map(|r| r.scan(n_vars)).collect();
             let pairs: Vec<(&Rows, &GroupScan)> = groups.iter().zip(&scans).collect();
             test_batch(&pairs, reference)
         };
-        let (a, b) = (run(&wide, &reference), run(&mixed, &from_blocked));
+        let (a, b) = (run(&wide, &reference), run(&mixed, &from_compact));
         for ((x, y), rows) in a.iter().zip(&b).zip(&wide) {
             assert_eq!((&x.p, &x.lfc, &x.padj), (&y.p, &y.lfc, &y.padj));
             assert_eq!(x.p, naive(rows, &reference, &ctrl).p);

@@ -6,7 +6,7 @@
 //! `r_i = S − ℓ_i` (V = −b_g when r_i = 0); C = 0 when n < 2 or S = 0. Deviations from `b` are taken before
 //! summing, as cell-eval2 does (the cancellation is load-bearing).
 
-use super::rows::{with_rows, ColIndex, Segments, StoredValue};
+use super::rows::{with_rows, ColIndex, RowsOf, StoredValue};
 use super::{GroupScan, Rows, BULK_TARGET_SUM};
 use crate::eval::metrics::numeric::np_sum_f64;
 use crate::eval::vector_log::log1p_scaled;
@@ -47,7 +47,7 @@ pub fn bulk_and_jackknife_scanned(rows: &Rows, scan: &GroupScan) -> (Vec<f64>, f
     with_rows!(rows, r => bulk_and_jackknife_of(r, scan))
 }
 
-fn bulk_and_jackknife_of<S: Segments>(rows: &S, scan: &GroupScan) -> (Vec<f64>, f64) {
+fn bulk_and_jackknife_of<C: ColIndex, V: StoredValue>(rows: &RowsOf<C, V>, scan: &GroupScan) -> (Vec<f64>, f64) {
     let (p, totals, n_vars) = (&scan.col_sums, &scan.cell_totals, scan.col_sums.len());
     let (profile, s) = bulk_from_sums(p);
     let n = rows.n();
@@ -67,8 +67,8 @@ fn bulk_and_jackknife_of<S: Segments>(rows: &S, scan: &GroupScan) -> (Vec<f64>, 
         if r > 0.0 && l / r <= SERIES_MAX_DELTA {
             series.push((i, l / r, r));
         } else {
-            let (cols, vals) = rows.cell_entries(i);
-            add_cell_direct(p, &b, s, &cols, &vals, &mut sum, &mut sumsq);
+            let (cols, vals) = rows.cell(i);
+            add_cell_direct(p, &b, s, cols, vals, &mut sum, &mut sumsq);
         }
     }
     if !series.is_empty() {
@@ -94,16 +94,11 @@ fn bulk_and_jackknife_of<S: Segments>(rows: &S, scan: &GroupScan) -> (Vec<f64>, 
         let pw: Vec<[f64; 2]> = p.iter().zip(&w).map(|(&pg, &wg)| [pg, wg]).collect();
         let mut b_sums: Vec<[f64; 3]> = (0..n_vars).map(|g| [b[g], sum[g], sumsq[g]]).collect();
         // per stored entry: V and the zero-entry value Z it replaces in the series sums below, a chunk of a
-        // cell's segment at a time (the buffers stay in cache; a whole cell's went to L2 and back). Each gene
-        // adds its series cells in cell order, whatever the layout's segments.
+        // cell's entries at a time (the buffers stay in cache; a whole cell's went to L2 and back)
         const CHUNK: usize = 512;
         let [mut rest, mut wz, mut lv, mut lz] = [[0.0f64; CHUNK]; 4];
-        let mut series_of: Vec<Option<(f64, f64)>> = vec![None; n];
         for &(i, delta, r) in &series {
-            series_of[i] = Some((delta, r));
-        }
-        rows.for_each_segment(|i, cols, vals| {
-            let Some((delta, r)) = series_of[i] else { return };
+            let (cols, vals) = rows.cell(i);
             for (cols, vals) in cols.chunks(CHUNK).zip(vals.chunks(CHUNK)) {
                 let m = cols.len();
                 for (((&c, &y), r), z) in cols.iter().zip(vals).zip(rest.iter_mut()).zip(wz.iter_mut()) {
@@ -120,7 +115,7 @@ fn bulk_and_jackknife_of<S: Segments>(rows: &S, scan: &GroupScan) -> (Vec<f64>, 
                     *s2 += v * v - z * z;
                 }
             }
-        });
+        }
         for ((s1, s2), &[_, t1, t2]) in sum.iter_mut().zip(sumsq.iter_mut()).zip(&b_sums) {
             (*s1, *s2) = (t1, t2);
         }
@@ -213,8 +208,8 @@ pub fn bulk_and_jackknife_direct(rows: &Rows, n_vars: usize) -> (Vec<f64>, f64) 
     let mut sumsq = vec![0.0f64; n_vars];
     with_rows!(rows, r => {
         for i in 0..n {
-            let (cols, vals) = r.cell_entries(i);
-            add_cell_direct(&p, &b, s, &cols, &vals, &mut sum, &mut sumsq);
+            let (cols, vals) = r.cell(i);
+            add_cell_direct(&p, &b, s, cols, vals, &mut sum, &mut sumsq);
         }
     });
     let nf = n as f64;
@@ -255,7 +250,8 @@ mod tests {
     #[test]
     fn both_layouts_give_the_same_bits() {
         let cells = random_cells(11, 120, 400, 0.25, 300);
-        let (wide, compact) = (test_rows(&cells), crate::eval::vcc2026::test_rows_blocked(&cells, 400));
+        let (wide, compact) = (test_rows(&cells), crate::eval::vcc2026::test_rows_compact(&cells));
+        assert!(matches!(compact, Rows::Compact(_)));
         let (b1, c1) = bulk_and_jackknife(&wide, 400);
         let (b2, c2) = bulk_and_jackknife(&compact, 400);
         assert_eq!((b1, c1.to_bits()), (b2, c2.to_bits()));

@@ -597,18 +597,24 @@ pub(crate) fn test_rows(cells: &[Vec<(u32, f32)>]) -> Rows {
     Rows::Wide(rows)
 }
 
-/// [`test_rows`] in the blocked layout over `n_vars` genes (the values must be counts below 2^16, each cell's genes
-/// increasing).
+/// [`test_rows`] in the compact layout (the values must be counts below 2^16).
 #[cfg(test)]
-pub(crate) fn test_rows_blocked(cells: &[Vec<(u32, f32)>], n_vars: usize) -> Rows {
-    let mut rows = Rows::for_genes(n_vars);
-    for cell in cells {
-        let cols: Vec<u32> = cell.iter().map(|e| e.0).collect();
-        let vals: Vec<f32> = cell.iter().map(|e| e.1).collect();
-        rows.push(crate::data::kept_rows::RowIndices::U32(&cols), &vals, None, &RowSummary::of(&vals));
-    }
-    assert!(matches!(rows, Rows::Blocked(_)), "test cells that the blocked layout takes");
-    rows
+pub(crate) fn test_rows_compact(cells: &[Vec<(u32, f32)>]) -> Rows {
+    let Rows::Wide(wide) = test_rows(cells) else { unreachable!() };
+    let compact = rows::CompactRows {
+        cols: wide.cols.iter().map(|&c| u16::try_from(c).expect("a gene below 2^16")).collect(),
+        vals: wide
+            .vals
+            .iter()
+            .map(|&v| {
+                assert_eq!(v as u16 as f32, v, "a count below 2^16");
+                v as u16
+            })
+            .collect(),
+        ends: wide.ends,
+        totals: wide.totals,
+    };
+    Rows::Compact(compact)
 }
 
 /// A reproducible xorshift64 stream for test data.
