@@ -333,6 +333,8 @@ fn plan_batches(side: &Side, groups: &[usize], opts: &PassOptions) -> Vec<Vec<us
     let mut cur: Vec<usize> = Vec::new();
     let mut used = 0usize;
     for &g in groups {
+        // counted in the wide layout (8 bytes per entry): count data takes half of that (`rows`), which left the
+        // batches as they were (twice the groups per batch: no faster, 0.87 GB instead of 0.61)
         let cost = side.groups[g].rows.len() * per_row * 8 + n_vars * 16;
         if !cur.is_empty() && used + cost > opts.batch_bytes {
             out.push(std::mem::take(&mut cur));
