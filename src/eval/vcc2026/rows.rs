@@ -302,8 +302,7 @@ impl CompactRows {
         }
         // whole numbers ≥ 0 or -0.0 here (no fraction, NaN, infinity or negative): without the sign bit, their bit
         // patterns order like their values (a -0.0 is a zero, dropped below as in the wide layout)
-        let max_bits = vals.iter().fold(0u32, |m, &v| m.max(v.to_bits() & 0x7fff_ffff));
-        if max_bits > (u16::MAX as f32).to_bits() {
+        if summary.max_bits > (u16::MAX as f32).to_bits() {
             return false;
         }
         if summary.zero {
