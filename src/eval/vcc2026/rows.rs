@@ -120,11 +120,6 @@ impl Rows {
         with_rows!(self, r => r.n())
     }
 
-    /// Stored entries.
-    pub fn nnz(&self) -> usize {
-        with_rows!(self, r => r.cols.len())
-    }
-
     pub fn scan(&self, n_vars: usize) -> GroupScan {
         with_rows!(self, r => r.scan(n_vars))
     }
@@ -187,23 +182,26 @@ impl<C: ColIndex, V: StoredValue> RowsOf<C, V> {
         self.ends.len()
     }
 
+    /// Where cell `i`'s entries lie in `cols` and `vals`.
     pub fn cell_range(&self, i: usize) -> std::ops::Range<usize> {
         let s = if i == 0 { 0 } else { self.ends[i - 1] };
         s..self.ends[i]
     }
 
+    /// Cell `i`'s (genes, values).
     pub fn cell(&self, i: usize) -> (&[C], &[V]) {
         let r = self.cell_range(i);
         (&self.cols[r.clone()], &self.vals[r])
     }
 
-    /// Per gene sums and positive entries, per cell totals and whether the rows are in gene order.
+    /// The [`GroupScan`] of these cells over `n_vars` genes.
     pub fn scan(&self, n_vars: usize) -> GroupScan {
         let mut col_sums = vec![0.0f64; n_vars];
         let mut col_positive = vec![0u32; n_vars];
         let mut cell_totals = Vec::with_capacity(self.n());
         let (mut rows_sorted, mut rows_strict) = (true, true);
         let totals_known = self.totals.len() == self.n();
+        // plain slices: through the vectors themselves their pointers and lengths were reloaded per entry
         let (sums, positive) = (&mut col_sums[..], &mut col_positive[..]);
         let mut wide: Vec<f32> = Vec::new();
         for i in 0..self.n() {
@@ -213,6 +211,8 @@ impl<C: ColIndex, V: StoredValue> RowsOf<C, V> {
                 sums[c.ix()] += v as f64;
                 positive[c.ix()] += u32::from(counted_positive(v));
             }
+            // taken when the row was read, or in a loop of its own (the row is in L1 by now): in the loop above
+            // the running total was kept on the stack, a store and a reload per entry
             cell_totals.push(if totals_known {
                 self.totals[i]
             } else {
@@ -270,15 +270,19 @@ impl<C: ColIndex, V: StoredValue> RowsOf<C, V> {
 }
 
 impl WideRows {
+    /// Appends a row as read (`summary` is its [`RowSummary`]), scaled where `scale` is given, without its
+    /// stored zeros.
     fn push(&mut self, cols: RowIndices<'_>, vals: &[f32], scale: Option<&[f64]>, summary: &RowSummary) {
         let start = self.cols.len();
         if scale.is_none() && !summary.zero {
+            // the usual row: no stored zero to drop
             cols.extend_into(&mut self.cols);
             self.vals.extend_from_slice(vals);
         } else {
             for (k, &v) in vals.iter().enumerate() {
                 let c = cols.get(k);
                 let x = match scale {
+                    // baseline.py: (control_row.astype(float64) * scale).astype(float32)
                     Some(s) => (v as f64 * s[c as usize]) as f32,
                     None => v,
                 };
@@ -289,6 +293,8 @@ impl WideRows {
             }
         }
         self.ends.push(self.cols.len());
+        // a zero adds nothing to a total, in any order: the row's total is the kept values' (scaled rows are
+        // other values)
         self.totals.push(if scale.is_none() { summary.total(vals) } else { cell_total(&self.vals[start..]) });
     }
 }
