@@ -174,66 +174,31 @@ impl RowSummary {
     /// baseline has no unsigned max).
     #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
     fn of_counts(vals: &[f32]) -> Option<RowSummary> {
-        const LANES: usize = 16;
-        let mut sum = [0.0f32; LANES];
-        let (mut negative, mut fraction, mut zero, mut max_bits) = (false, false, false, 0u32);
-        let chunks = vals.chunks_exact(LANES);
-        let tail = chunks.remainder();
-        let mut add = |j: usize, v: f32| {
+        let mut sum = [0.0f32; 16];
+        let mut flags = ValueFlags::default();
+        in_lanes::<16>(vals, |j, v| {
             sum[j] += v;
-            negative |= v < 0.0;
-            fraction |= has_fraction(v);
-            zero |= v == 0.0;
-            max_bits = max_bits.max(v.to_bits() & 0x7fff_ffff);
-        };
-        for chunk in chunks {
-            for (j, &v) in chunk.iter().enumerate() {
-                add(j, v);
-            }
-        }
-        for (j, &v) in tail.iter().enumerate() {
-            add(j, v);
-        }
-        if negative || fraction || sum.iter().any(|&s| s >= 16_777_216.0) {
+            flags.add(v);
+        });
+        if flags.negative || flags.fraction || sum.iter().any(|&s| s >= 16_777_216.0) {
             return None;
         }
         let total: f64 = sum.iter().map(|&s| s as f64).sum();
-        Some(RowSummary { negative, fraction, zero, lanes_total: total, magnitude: total, max_bits })
+        Some(flags.summary(total, total))
     }
 
     /// [`Self::of`] for any row: eight f64 lanes (compiled as [`Self::of_counts`]; only additions, so every
     /// version gives the same bits).
     #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
     fn of_any(vals: &[f32]) -> RowSummary {
-        const LANES: usize = 8;
-        let (mut sum, mut magnitude) = ([0.0f64; LANES], [0.0f64; LANES]);
-        let (mut negative, mut fraction, mut zero, mut max_bits) = (false, false, false, 0u32);
-        let chunks = vals.chunks_exact(LANES);
-        let tail = chunks.remainder();
-        let mut add = |j: usize, v: f32| {
+        let (mut sum, mut magnitude) = ([0.0f64; 8], [0.0f64; 8]);
+        let mut flags = ValueFlags::default();
+        in_lanes::<8>(vals, |j, v| {
             sum[j] += v as f64;
             magnitude[j] += (v as f64).abs();
-            negative |= v < 0.0;
-            fraction |= has_fraction(v);
-            zero |= v == 0.0;
-            max_bits = max_bits.max(v.to_bits() & 0x7fff_ffff);
-        };
-        for chunk in chunks {
-            for (j, &v) in chunk.iter().enumerate() {
-                add(j, v);
-            }
-        }
-        for (j, &v) in tail.iter().enumerate() {
-            add(j, v);
-        }
-        RowSummary {
-            negative,
-            fraction,
-            zero,
-            lanes_total: sum.iter().sum(),
-            magnitude: magnitude.iter().sum(),
-            max_bits,
-        }
+            flags.add(v);
+        });
+        flags.summary(sum.iter().sum(), magnitude.iter().sum())
     }
 
     /// The cell's total as scanpy sums it: in entry order, in f64 (`X.sum(axis=1)`). That is a chain of dependent
@@ -247,6 +212,46 @@ impl RowSummary {
         } else {
             vals.iter().fold(0.0f64, |l, &v| l + v as f64)
         }
+    }
+}
+
+/// What a [`RowSummary`] tells of a row's values besides its sums, folded value by value.
+#[derive(Default)]
+struct ValueFlags {
+    negative: bool,
+    fraction: bool,
+    zero: bool,
+    max_bits: u32,
+}
+
+impl ValueFlags {
+    #[inline(always)]
+    fn add(&mut self, v: f32) {
+        self.negative |= v < 0.0;
+        self.fraction |= has_fraction(v);
+        self.zero |= v == 0.0;
+        self.max_bits = self.max_bits.max(v.to_bits() & 0x7fff_ffff);
+    }
+
+    fn summary(&self, lanes_total: f64, magnitude: f64) -> RowSummary {
+        let ValueFlags { negative, fraction, zero, max_bits } = *self;
+        RowSummary { negative, fraction, zero, lanes_total, magnitude, max_bits }
+    }
+}
+
+/// Calls `add(lane, v)` on every value, value `k` in lane `k % N`: accumulators indexed by lane are independent,
+/// so the compiler keeps them in vector registers (no early exit, no dependence from one value to the next).
+#[inline(always)]
+fn in_lanes<const N: usize>(vals: &[f32], mut add: impl FnMut(usize, f32)) {
+    let chunks = vals.chunks_exact(N);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (j, &v) in chunk.iter().enumerate() {
+            add(j, v);
+        }
+    }
+    for (j, &v) in tail.iter().enumerate() {
+        add(j, v);
     }
 }
 
