@@ -118,6 +118,22 @@ pub fn has_fraction(x: f32) -> bool {
     (small & (rounded != a)) | (!small & !a.is_finite())
 }
 
+/// Calls `add(lane, v)` on every value, value `k` in lane `k % N`: accumulators indexed by lane are independent,
+/// so the compiler keeps them in vector registers (no early exit, no dependence from one value to the next).
+#[inline(always)]
+pub(crate) fn in_lanes<const N: usize>(vals: &[f32], mut add: impl FnMut(usize, f32)) {
+    let chunks = vals.chunks_exact(N);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (j, &v) in chunk.iter().enumerate() {
+            add(j, v);
+        }
+    }
+    for (j, &v) in tail.iter().enumerate() {
+        add(j, v);
+    }
+}
+
 /// One cell's statistics in eight independent lanes (vectorised): total (if `TOTALS`), non-zeros, min, max,
 /// negatives, and whether a positive fraction > 1e-3 occurs (if `TOTALS`); `None` if a value is NaN or ±inf. The
 /// total's summation order differs from the element-by-element one, which changes nothing where it is used: it
@@ -141,16 +157,7 @@ fn finite_lanes<const TOTALS: bool>(values: &[f32]) -> Option<(f64, u32, f32, f3
             frac[j] |= u32::from(fraction(x) > FRACTION_EPS);
         }
     };
-    let chunks = values.chunks_exact(L);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (j, &x) in chunk.iter().enumerate() {
-            lane(j, x);
-        }
-    }
-    for (j, &x) in tail.iter().enumerate() {
-        lane(j, x);
-    }
+    in_lanes::<L>(values, &mut lane);
     if non_finite.iter().any(|&f| f != 0) {
         return None;
     }

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use super::error::EvalError;
 use super::input::{stream_kept_rows, CellSource};
-use crate::eval::normalize::has_fraction;
+use crate::eval::normalize::{has_fraction, in_lanes};
 use crate::progress::Progress;
 pub use rows::Rows;
 
@@ -236,22 +236,6 @@ impl ValueFlags {
     fn summary(&self, lanes_total: f64, magnitude: f64) -> RowSummary {
         let ValueFlags { negative, fraction, zero, max_bits } = *self;
         RowSummary { negative, fraction, zero, lanes_total, magnitude, max_bits }
-    }
-}
-
-/// Calls `add(lane, v)` on every value, value `k` in lane `k % N`: accumulators indexed by lane are independent,
-/// so the compiler keeps them in vector registers (no early exit, no dependence from one value to the next).
-#[inline(always)]
-fn in_lanes<const N: usize>(vals: &[f32], mut add: impl FnMut(usize, f32)) {
-    let chunks = vals.chunks_exact(N);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (j, &v) in chunk.iter().enumerate() {
-            add(j, v);
-        }
-    }
-    for (j, &v) in tail.iter().enumerate() {
-        add(j, v);
     }
 }
 
