@@ -680,6 +680,54 @@ mod tests {
     }
 
     #[test]
+    fn collected_groups_hold_their_cells_in_group_order_in_either_layout() {
+        use crate::data::anndata::{AnnData, DataFrame, XMatrix};
+        let (n_obs, n_vars) = (8, 600);
+        let x = ndarray::Array2::from_shape_fn((n_obs, n_vars), |(i, j)| {
+            if (i * 7 + j * 3) % 5 == 0 {
+                (1 + (i + j) % 9) as f32
+            } else {
+                0.0
+            }
+        });
+        let mut x = x;
+        x[[7, 10]] = 2.5; // a fraction: its group is wide
+        x[[4, 11]] = 70_000.0; // a count past u16: its group too, staged out of file order
+        let adata = AnnData {
+            x: XMatrix::Dense(x.clone()),
+            obs: DataFrame::with_index((0..n_obs).map(|i| format!("c{i}")).collect()),
+            var: DataFrame::with_index((0..n_vars).map(|j| format!("g{j}")).collect()),
+            obsm: vec![],
+            layers: vec![],
+        };
+        let group = |label: &str, rows: Vec<usize>| Group { label: label.to_owned(), rows, scaled: false };
+        let side = Side {
+            source: &adata,
+            name: "test".to_owned(),
+            groups: vec![group("a", vec![5, 1, 3]), group("b", vec![0, 2, 7]), group("c", vec![6, 4])],
+            control: 0,
+            scale: None,
+            chunk_rows: 3,
+            check: None,
+        };
+        let rows = collect_rows(&side, &[0, 1, 2], &crate::progress::NoProgress).expect("collected");
+        assert!(matches!(rows[0], Rows::Compact(_)), "counts out of file order stay compact");
+        assert!(matches!(rows[1], Rows::Wide(_)) && matches!(rows[2], Rows::Wide(_)));
+        for (got, group) in rows.iter().zip(&side.groups) {
+            let got = got.to_wide();
+            assert_eq!(got.ends.len(), group.rows.len());
+            for (i, &r) in group.rows.iter().enumerate() {
+                let (cols, vals) = got.cell(i);
+                let want: Vec<(u32, f32)> =
+                    (0..n_vars).filter(|&j| x[[r, j]] != 0.0).map(|j| (j as u32, x[[r, j]])).collect();
+                let have: Vec<(u32, f32)> = cols.iter().copied().zip(vals.iter().copied()).collect();
+                assert_eq!(have, want, "{} cell {i} (row {r})", group.label);
+                assert_eq!(got.totals[i], want.iter().map(|e| e.1 as f64).sum::<f64>());
+            }
+        }
+    }
+
+    #[test]
     fn cell_total_is_the_in_order_sum_bit_for_bit() {
         let mut next = test_rng(5);
         for len in [0usize, 1, 7, 8, 9, 63, 1000, 3871] {
