@@ -639,24 +639,23 @@ pub(crate) fn test_rows(cells: &[Vec<(u32, f32)>]) -> Rows {
     Rows::Wide(rows)
 }
 
-/// [`test_rows`] in the compact layout (the values must be counts below 2^16).
+/// Pushes test cells given as (gene, value) lists into `rows` as [`collect_rows`] does (`scale` per gene).
+#[cfg(test)]
+pub(crate) fn test_push(rows: &mut Rows, cells: &[Vec<(u32, f32)>], scale: Option<&[f64]>) {
+    for cell in cells {
+        let cols: Vec<u32> = cell.iter().map(|e| e.0).collect();
+        let vals: Vec<f32> = cell.iter().map(|e| e.1).collect();
+        rows.push(crate::data::kept_rows::RowIndices::U32(&cols), &vals, scale, &RowSummary::of(&vals));
+    }
+}
+
+/// [`test_rows`] in the compact layout, pushed as [`collect_rows`] pushes (the values must be counts below 2^16).
 #[cfg(test)]
 pub(crate) fn test_rows_compact(cells: &[Vec<(u32, f32)>]) -> Rows {
-    let Rows::Wide(wide) = test_rows(cells) else { unreachable!() };
-    let compact = rows::CompactRows {
-        cols: wide.cols.iter().map(|&c| u16::try_from(c).expect("a gene below 2^16")).collect(),
-        vals: wide
-            .vals
-            .iter()
-            .map(|&v| {
-                assert_eq!(v as u16 as f32, v, "a count below 2^16");
-                v as u16
-            })
-            .collect(),
-        ends: wide.ends,
-        totals: wide.totals,
-    };
-    Rows::Compact(compact)
+    let mut rows = Rows::for_genes(1 << 16);
+    test_push(&mut rows, cells, None);
+    assert!(matches!(rows, Rows::Compact(_)), "test cells that the compact layout takes");
+    rows
 }
 
 /// A reproducible xorshift64 stream for test data.

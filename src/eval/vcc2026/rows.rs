@@ -334,20 +334,13 @@ impl CompactRows {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn push_all(rows: &mut Rows, cells: &[Vec<(u32, f32)>], scale: Option<&[f64]>) {
-        for cell in cells {
-            let cols: Vec<u32> = cell.iter().map(|e| e.0).collect();
-            let vals: Vec<f32> = cell.iter().map(|e| e.1).collect();
-            rows.push(RowIndices::U32(&cols), &vals, scale, &RowSummary::of(&vals));
-        }
-    }
+    use crate::eval::vcc2026::test_push;
 
     #[test]
     fn counts_stay_compact_and_anything_else_turns_the_group_wide() {
         let counts = vec![vec![(0, 1.0), (3, 0.0), (7, 65535.0)], vec![], vec![(2, 4.0)]];
         let mut rows = Rows::for_genes(10);
-        push_all(&mut rows, &counts, None);
+        test_push(&mut rows, &counts, None);
         let Rows::Compact(compact) = &rows else { panic!("counts below 2^16 stay compact") };
         // the stored zero is dropped, as in the wide layout
         assert_eq!(
@@ -355,21 +348,21 @@ mod tests {
             (vec![0, 7, 2], vec![1, 65535, 4], vec![2, 2, 3])
         );
         let mut wide = Rows::Wide(WideRows::default());
-        push_all(&mut wide, &counts, None);
+        test_push(&mut wide, &counts, None);
         let w = wide.to_wide();
         assert_eq!(rows.to_wide().cols, w.cols);
         assert_eq!(rows.to_wide().vals, w.vals);
         assert_eq!(rows.to_wide().totals, w.totals);
         let mut signed_zero = Rows::for_genes(10);
-        push_all(&mut signed_zero, &[vec![(1, 3.0), (2, -0.0), (4, 1.0)]], None);
+        test_push(&mut signed_zero, &[vec![(1, 3.0), (2, -0.0), (4, 1.0)]], None);
         let Rows::Compact(c) = &signed_zero else { panic!("a -0.0 is a zero") };
         assert_eq!((c.cols.clone(), c.vals.clone()), (vec![1, 4], vec![3, 1]));
         for (value, why) in
             [(65536.0f32, "a large count"), (2.5, "a fraction"), (-1.0, "a negative"), (f32::NAN, "NaN")]
         {
             let mut rows = Rows::for_genes(10);
-            push_all(&mut rows, &counts, None);
-            push_all(&mut rows, &[vec![(1, 3.0), (4, value)]], None);
+            test_push(&mut rows, &counts, None);
+            test_push(&mut rows, &[vec![(1, 3.0), (4, value)]], None);
             let Rows::Wide(w) = &rows else { panic!("{why} turns the group wide") };
             assert_eq!(w.n(), 4);
             assert_eq!(w.cell(3).1[1].to_bits(), value.to_bits(), "{why}");
@@ -377,7 +370,7 @@ mod tests {
         }
         // scaled cells are never counts; too many genes for u16
         let mut rows = Rows::for_genes(10);
-        push_all(&mut rows, &counts[..1], Some(&[0.5; 10]));
+        test_push(&mut rows, &counts[..1], Some(&[0.5; 10]));
         assert!(matches!(rows, Rows::Wide(_)));
         assert!(matches!(Rows::for_genes(65_537), Rows::Wide(_)));
         assert!(matches!(Rows::for_genes(65_536), Rows::Compact(_)));
@@ -401,7 +394,7 @@ mod tests {
             })
             .collect();
         let mut compact = Rows::for_genes(300);
-        push_all(&mut compact, &cells, None);
+        test_push(&mut compact, &cells, None);
         assert!(matches!(compact, Rows::Compact(_)));
         let wide = Rows::Wide(compact.to_wide());
         let (a, b) = (compact.scan(300), wide.scan(300));
@@ -411,9 +404,9 @@ mod tests {
         assert_eq!((a.rows_sorted, a.rows_strict), (b.rows_sorted, b.rows_strict));
         assert_eq!(compact.sorted_by_gene().to_wide().cols, wide.sorted_by_gene().to_wide().cols);
         let mut appended = Rows::for_genes(300);
-        push_all(&mut appended, &cells[..10], None);
+        test_push(&mut appended, &cells[..10], None);
         let mut rest = Rows::for_genes(300);
-        push_all(&mut rest, &cells[10..], None);
+        test_push(&mut rest, &cells[10..], None);
         appended.append(&rest);
         assert_eq!(appended.to_wide().ends, wide.to_wide().ends);
         assert_eq!(appended.to_wide().vals, wide.to_wide().vals);
