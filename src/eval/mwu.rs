@@ -166,8 +166,9 @@ impl RankKey for f64 {
 #[derive(Debug, Clone, Copy)]
 struct Buckets {
     first: u64,
-    last: u64,
     shift: u32,
+    /// Index of the last bucket (keys above `last` clamp to it).
+    last_bucket: u64,
     /// Offset of this column's `starts` in [`SortedReference::starts`].
     offset: usize,
 }
@@ -243,7 +244,7 @@ impl<T: RankKey> SortedReference<T> {
             for b in 0..n_buckets {
                 starts[offset + b + 1] += starts[offset + b];
             }
-            buckets.push(Buckets { first, last, shift, offset });
+            buckets.push(Buckets { first, shift, last_bucket: n_buckets as u64 - 1, offset });
         }
         SortedReference { n, ptr, vals, ties, buckets, starts }
     }
@@ -328,34 +329,37 @@ impl<T: RankKey> SortedReference<T> {
     /// m²/2 for their ranks among themselves), and with no duplicates each value's tie term needs only the
     /// control's count of it. Every term is a multiple of ½, so the f64 sums are exact and equal the sorted path's.
     pub fn rank_sum_and_ties_distinct(&self, x_nz: &[T], n1: usize, c: usize) -> (f64, f64) {
-        self.rank_sum_and_ties_with(x_nz, n1, c, |_| {})
+        let col = self.lookup(c);
+        let (lo_hi, b_b1) = col.place_all(x_nz);
+        self.rank_sum_from(x_nz.len(), n1, c, col.ys().len(), lo_hi, b_b1)
     }
 
     /// [`Self::rank_sum_and_ties_distinct`], calling `each` on every value in the same pass.
     #[inline(always)]
     fn rank_sum_and_ties_with(&self, x_nz: &[T], n1: usize, c: usize, mut each: impl FnMut(T)) -> (f64, f64) {
         let col = self.lookup(c);
-        let ys = col.ys();
-        let zx = n1 - x_nz.len();
-        let zy = self.n - ys.len();
-        let t0 = (zx + zy) as f64;
-        // Σ lo and Σ b, b² over the target values, in integers (exact, and free of the f64 add latency)
-        let (mut sum_lo, mut sum_b, mut sum_b2) = (0usize, 0usize, 0usize);
+        let (mut lo_hi, mut b_b1) = (0usize, 0usize);
         for &v in x_nz {
             let (lo, hi) = col.locate(v);
             let b = hi - lo;
-            sum_lo += lo;
-            sum_b += b;
-            sum_b2 += b * b;
+            lo_hi += lo + hi;
+            b_b1 += b * (b + 1);
             each(v);
         }
+        self.rank_sum_from(x_nz.len(), n1, c, col.ys().len(), lo_hi, b_b1)
+    }
+
+    /// The rank sum and tie term of `m` distinct target values (of `n1` cells) against column `c` (`n_ys`
+    /// positive values), from Σ (lo + hi) and Σ b(b + 1) over the values (`b = hi − lo`, the control's copies).
+    fn rank_sum_from(&self, m: usize, n1: usize, c: usize, n_ys: usize, lo_hi: usize, b_b1: usize) -> (f64, f64) {
+        let zx = n1 - m;
+        let zy = self.n - n_ys;
+        let t0 = (zx + zy) as f64;
         // R1 = zeros' ranks + Σ (zeros + lo + ½ + b/2) + m²/2 (every term a multiple of ½: exact in f64)
-        let m = x_nz.len() as f64;
-        let r1 = zx as f64 * (t0 + 1.0) / 2.0
-            + m * m / 2.0
-            + (m * (2.0 * t0 + 1.0) + 2.0 * sum_lo as f64 + sum_b as f64) / 2.0;
+        let m = m as f64;
+        let r1 = zx as f64 * (t0 + 1.0) / 2.0 + m * m / 2.0 + (m * (2.0 * t0 + 1.0) + lo_hi as f64) / 2.0;
         // each value adds (1 + b)³ − (1 + b) − (b³ − b) = 3b(b + 1)
-        let ties = t0 * t0 * t0 - t0 + self.ties[c] + 3.0 * (sum_b2 + sum_b) as f64;
+        let ties = t0 * t0 * t0 - t0 + self.ties[c] + 3.0 * b_b1 as f64;
         (r1, ties)
     }
 }
@@ -499,36 +503,48 @@ impl<T: RankKey> Lookup<'_, T> {
     const SHORT: usize = 4;
 
     /// (values < v, values <= v) in the column: a bucket lookup, then a count of the bucket's values (usually at
-    /// most [`Self::SHORT`]; a search in a longer one).
+    /// most [`Self::SHORT`]; a search in a longer one). A key below the column's first value falls in bucket 0 (all
+    /// of whose values are above it), one above its last in the last bucket (all below it): no branch for either.
     #[inline(always)]
     fn locate(&self, v: T) -> (usize, usize) {
-        let (ys, bk, starts) = (self.ys(), self.bk, self.starts);
-        let k = v.key();
-        if ys.is_empty() || k < bk.first {
-            (0, 0)
-        } else if k > bk.last {
-            (ys.len(), ys.len())
-        } else {
-            let j = ((k - bk.first) >> bk.shift) as usize;
-            let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
-            if e - s <= Self::SHORT {
-                // count the bucket's values below and at v over SHORT slots, no data-dependent branch: the slots
-                // past the bucket hold values above v (the next buckets' or the padding)
-                let slots = &self.padded[s..s + Self::SHORT];
-                let (mut lo, mut hi) = (s, s);
-                for &y in slots {
-                    lo += (y < v) as usize;
-                    hi += (y <= v) as usize;
-                }
-                return (lo, hi);
+        let (bk, starts) = (self.bk, self.starts);
+        let j = ((v.key().saturating_sub(bk.first) >> bk.shift).min(bk.last_bucket)) as usize;
+        let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
+        if e - s <= Self::SHORT {
+            // count the bucket's values below and at v over SHORT slots, no data-dependent branch: the slots
+            // past the bucket hold values above v (the next buckets' or the padding)
+            let slots = &self.padded[s..s + Self::SHORT];
+            let (mut lo, mut hi) = (s, s);
+            for &y in slots {
+                lo += (y < v) as usize;
+                hi += (y <= v) as usize;
             }
-            let lo = s + ys[s..e].partition_point(|&y| y < v);
-            let mut hi = lo;
-            while hi < e && ys[hi] == v {
-                hi += 1;
-            }
-            (lo, hi)
+            return (lo, hi);
         }
+        let ys = self.ys();
+        let lo = s + ys[s..e].partition_point(|&y| y < v);
+        let mut hi = lo;
+        while hi < e && ys[hi] == v {
+            hi += 1;
+        }
+        (lo, hi)
+    }
+
+    /// Σ (lo + hi) and Σ b(b + 1) (`b = hi − lo`) of [`Self::locate`] over `xs`: integers, exact, and one loop
+    /// compiled for AVX-512/AVX2 too (BMI2's shifts leave the loop's registers free).
+    fn place_all(&self, xs: &[T]) -> (usize, usize) {
+        #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+bmi1+bmi2", "x86_64+avx2+bmi1+bmi2"))]
+        fn place_all_in<T: RankKey>(col: &Lookup<'_, T>, xs: &[T]) -> (usize, usize) {
+            let (mut lo_hi, mut b_b1) = (0usize, 0usize);
+            for &v in xs {
+                let (lo, hi) = col.locate(v);
+                let b = hi - lo;
+                lo_hi += lo + hi;
+                b_b1 += b * (b + 1);
+            }
+            (lo_hi, b_b1)
+        }
+        place_all_in(self, xs)
     }
 }
 

@@ -117,11 +117,11 @@ pub fn score_split(
     let b_side = half_side(real, split, true, &opts.control)?;
     // half B's first pass is read while half A's last batch is analysed
     let a_first = read_first_pass(&a_side, &opts.passes, progress)?;
-    let (a, b_first) = analyse_side_then(&a_side, a_first, RefChoice::Own, progress, || {
+    let (a, b_first) = analyse_side_then(&a_side, a_first, RefChoice::Own, true, progress, || {
         read_first_pass(&b_side, &opts.passes, progress)
     })?;
     let a = real_analysis(a)?;
-    let ((b_stats, b_de, _), ()) = analyse_side_then(&b_side, b_first, RefChoice::Own, progress, || Ok(()))?;
+    let ((b_stats, b_de, _), ()) = analyse_side_then(&b_side, b_first, RefChoice::Own, true, progress, || Ok(()))?;
     let b_de = b_de.ok_or_else(|| Vcc2026Error::Bundle("half B DE missing".to_owned()))?;
     let mut v = compute_members(var_names, &a.stats, &b_stats, &a.de, &b_de, ControlSource::Pred)?;
     // full_gate_raw

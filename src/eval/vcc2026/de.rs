@@ -135,7 +135,7 @@ pub fn test_batch(groups: &[(&Rows, &GroupScan)], reference: &Reference) -> Vec<
 }
 
 /// Groups tested together: each reference column is brought into cache once for all of them.
-const TEST_GROUPS_AT_ONCE: usize = 16;
+const TEST_GROUPS_AT_ONCE: usize = 8;
 
 /// Genes per block. Each (cell, block) segment of a row starts with a cache miss (prefetched), so larger blocks
 /// cost fewer misses, until the groups' columns of a block outgrow the cache. DE harness, 16 groups of 200

@@ -343,9 +343,10 @@ pub struct SideStats {
     pub labels: Vec<String>,
     pub control: usize,
     pub n_cells: Vec<usize>,
-    /// `bulk_lognorm` profile per group.
+    /// `bulk_lognorm` profile per group (empty for the control when its profile was not asked for: the pred
+    /// side under `control_source: real`).
     pub bulk: Vec<Vec<f64>>,
-    /// Jackknife sampling correction per group.
+    /// Jackknife sampling correction per group (0 for a control whose profile was not asked for).
     pub jk: Vec<f64>,
 }
 
@@ -432,16 +433,19 @@ pub fn analyse_side(
     progress: &dyn Progress,
 ) -> Result<SideAnalysis> {
     let first = read_first_pass(side, opts, progress)?;
-    analyse_side_then(side, first, reference, progress, || Ok(())).map(|(analysis, ())| analysis)
+    analyse_side_then(side, first, reference, true, progress, || Ok(())).map(|(analysis, ())| analysis)
 }
 
 /// [`analyse_side`] from the side's [`FirstPass`]. `next` runs on a thread of its own as soon as this side's
 /// last batch is read: reading the next side's first pass there keeps both cores busy while the last batch is
 /// analysed (a first pass has no analysis to overlap, and its reading alone keeps the cores ~70 % busy).
+/// `control_profile: false` skips the control's profile and jackknife (no member reads them: the pred side under
+/// `control_source: real`); its cells are still read, and so checked.
 pub fn analyse_side_then<R: Send>(
     side: &Side,
     first: FirstPass,
     reference: RefChoice<'_>,
+    control_profile: bool,
     progress: &dyn Progress,
     next: impl FnOnce() -> Result<R> + Send,
 ) -> Result<(SideAnalysis, R)> {
@@ -471,14 +475,20 @@ pub fn analyse_side_then<R: Send>(
         };
         let mut reader = start_reading(1);
         // the control's profile and (when the side is its own reference) the reference, on the two cores
-        let ctrl_scan = ctrl_rows.scan(n_vars);
-        let ((b, j), own_ref) = rayon::join(
-            || jackknife::bulk_and_jackknife_scanned(&ctrl_rows, &ctrl_scan),
-            || matches!(reference, RefChoice::Own).then(|| de::Reference::build(&ctrl_rows, &ctrl_scan)),
-        );
+        let needs_scan = control_profile || matches!(reference, RefChoice::Own);
+        let ctrl_scan = needs_scan.then(|| ctrl_rows.scan(n_vars));
+        let (profile, own_ref) = match &ctrl_scan {
+            Some(scan) => rayon::join(
+                || control_profile.then(|| jackknife::bulk_and_jackknife_scanned(&ctrl_rows, scan)),
+                || matches!(reference, RefChoice::Own).then(|| de::Reference::build(&ctrl_rows, scan)),
+            ),
+            None => (None, None),
+        };
         drop(ctrl_rows);
-        bulk[side.control] = b;
-        jk[side.control] = j;
+        if let Some((b, j)) = profile {
+            bulk[side.control] = b;
+            jk[side.control] = j;
+        }
         let de_ref = reference.resolve(own_ref.as_ref());
         let mut rows = first_rows;
         for (i, batch) in batches.iter().enumerate() {
@@ -600,7 +610,7 @@ pub fn analyse_real_and_evaluate(
 ) -> Result<(RealAnalysis, metrics::MemberValues, de::DeTable)> {
     let real_first = read_first_pass(real, opts, progress)?;
     let (analysis, pred_first) =
-        analyse_side_then(real, real_first, RefChoice::Own, progress, || read_first_pass(pred, opts, progress))?;
+        analyse_side_then(real, real_first, RefChoice::Own, true, progress, || read_first_pass(pred, opts, progress))?;
     let real = real_analysis(analysis)?;
     let (members, pred_de) = evaluate_from(var_names, &real, pred, pred_first, control_source, progress)?;
     Ok((real, members, pred_de))
@@ -619,7 +629,9 @@ fn evaluate_from(
         metrics::ControlSource::Real => RefChoice::External(&real.reference),
         metrics::ControlSource::Pred => RefChoice::Own,
     };
-    let ((pstats, pde, _), ()) = analyse_side_then(pred, pred_first, choice, progress, || Ok(()))?;
+    // the pred control's profile is read only under `control_source: pred` (metrics::expression_and_pds)
+    let control_profile = matches!(control_source, metrics::ControlSource::Pred);
+    let ((pstats, pde, _), ()) = analyse_side_then(pred, pred_first, choice, control_profile, progress, || Ok(()))?;
     let pde = pde.ok_or_else(|| Vcc2026Error::Metric("pred DE missing".to_owned()))?;
     let members = metrics::compute_members(var_names, &real.stats, &pstats, &real.de, &pde, control_source)?;
     Ok((members, pde))
