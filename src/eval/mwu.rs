@@ -130,6 +130,10 @@ pub trait RankKey: Copy + PartialOrd {
     /// Greater than every value ranked (pads the columns of [`SortedReference`]).
     const ABOVE_ALL: Self;
     fn key(self) -> u64;
+    /// The values as `u64` keys, where they are (for the vector lookup of [`SortedReference`]).
+    fn as_u64s(_xs: &[Self]) -> Option<&[u64]> {
+        None
+    }
 }
 
 impl RankKey for f32 {
@@ -152,6 +156,9 @@ impl RankKey for u64 {
     const ABOVE_ALL: u64 = u64::MAX;
     fn key(self) -> u64 {
         self
+    }
+    fn as_u64s(xs: &[u64]) -> Option<&[u64]> {
+        Some(xs)
     }
 }
 
@@ -531,8 +538,17 @@ impl<T: RankKey> Lookup<'_, T> {
     }
 
     /// Σ (lo + hi) and Σ b(b + 1) (`b = hi − lo`) of [`Self::locate`] over `xs`: integers, exact, and one loop
-    /// compiled for AVX-512/AVX2 too (BMI2's shifts leave the loop's registers free).
+    /// compiled for AVX-512/AVX2 too (BMI2's shifts leave the loop's registers free). `u64` keys on a CPU with
+    /// AVX2 count a short bucket's four slots in one vector compare ([`place_all_avx2`]).
     fn place_all(&self, xs: &[T]) -> (usize, usize) {
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(padded), Some(keys)) = (T::as_u64s(self.padded), T::as_u64s(xs)) {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is present (checked just above)
+                #[allow(unsafe_code)]
+                return unsafe { place_all_avx2(padded, self.starts, self.bk, keys) };
+            }
+        }
         #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+bmi1+bmi2", "x86_64+avx2+bmi1+bmi2"))]
         fn place_all_in<T: RankKey>(col: &Lookup<'_, T>, xs: &[T]) -> (usize, usize) {
             let (mut lo_hi, mut b_b1) = (0usize, 0usize);
@@ -546,6 +562,54 @@ impl<T: RankKey> Lookup<'_, T> {
         }
         place_all_in(self, xs)
     }
+}
+
+/// [`Lookup::place_all`] of `u64` keys: a short bucket's four slots (`padded[s..s + 4]`, bounds-checked) are
+/// compared with the key in one AVX2 compare each for `<` and `==`. The compares are signed, so both sides have
+/// their top bit flipped (the padding is `u64::MAX`). The same integers as the scalar loop.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
+#[allow(unsafe_code)]
+unsafe fn place_all_avx2(padded: &[u64], starts: &[u32], bk: Buckets, xs: &[u64]) -> (usize, usize) {
+    use std::arch::x86_64::{
+        _mm256_castsi256_pd, _mm256_cmpeq_epi64, _mm256_cmpgt_epi64, _mm256_loadu_si256, _mm256_movemask_pd,
+        _mm256_set1_epi64x, _mm256_xor_si256,
+    };
+    const SHORT: usize = Lookup::<u64>::SHORT;
+    let ys = &padded[..padded.len() - REFERENCE_PAD];
+    let flip = _mm256_set1_epi64x(i64::MIN);
+    let (mut lo_hi, mut b_b1) = (0usize, 0usize);
+    for &v in xs {
+        let j = ((v.saturating_sub(bk.first) >> bk.shift).min(bk.last_bucket)) as usize;
+        let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
+        let (lo, hi) = if e - s <= SHORT {
+            let slots: &[u64; SHORT] = match padded[s..s + SHORT].try_into() {
+                Ok(slots) => slots,
+                Err(_) => unreachable!("a slice of SHORT values"),
+            };
+            // SAFETY: `slots` is four u64 (32 bytes) of `padded`; an unaligned load reads exactly them
+            let y = _mm256_xor_si256(unsafe { _mm256_loadu_si256(slots.as_ptr().cast()) }, flip);
+            let key = _mm256_set1_epi64x((v ^ (1 << 63)) as i64);
+            let below = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(key, y))) as u32;
+            let equal = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(key, y))) as u32;
+            let lo = s + below.count_ones() as usize;
+            (lo, lo + equal.count_ones() as usize)
+        } else {
+            let lo = s + ys[s..e].partition_point(|&y| y < v);
+            let mut hi = lo;
+            while hi < e && ys[hi] == v {
+                hi += 1;
+            }
+            (lo, hi)
+        };
+        let b = hi - lo;
+        lo_hi += lo + hi;
+        b_b1 += b * (b + 1);
+    }
+    (lo_hi, b_b1)
 }
 
 /// The first index `>= from` where `pred` turns false (`pred` true on a prefix of `ys`): exponential then binary
