@@ -234,7 +234,7 @@ impl<T: RankKey> SortedReference<T> {
             };
             // about two buckets per value: with clustered values most buckets still hold at most
             // `Lookup::SHORT` values, which `locate` counts without a branch
-            let target = (ys.len() * 2).max(1).next_power_of_two() as u64;
+            let target = ys.len().max(1).next_power_of_two() as u64;
             let mut shift = 0u32;
             // (keys order like values for positive floats; inputs are checked non-negative before any test)
             let span = last.saturating_sub(first);
@@ -507,7 +507,7 @@ impl<T: RankKey> Lookup<'_, T> {
     }
 
     /// Buckets of at most this many values are counted branch-free.
-    const SHORT: usize = 4;
+    const SHORT: usize = 8;
 
     /// (values < v, values <= v) in the column: a bucket lookup, then a count of the bucket's values (usually at
     /// most [`Self::SHORT`]; a search in a longer one). A key below the column's first value falls in bucket 0 (all
@@ -590,11 +590,16 @@ unsafe fn place_all_avx2(padded: &[u64], starts: &[u32], bk: Buckets, xs: &[u64]
                 Ok(slots) => slots,
                 Err(_) => unreachable!("a slice of SHORT values"),
             };
-            // SAFETY: `slots` is four u64 (32 bytes) of `padded`; an unaligned load reads exactly them
-            let y = _mm256_xor_si256(unsafe { _mm256_loadu_si256(slots.as_ptr().cast()) }, flip);
+            // SAFETY: `slots` is eight u64 (64 bytes) of `padded`; two unaligned loads read exactly them
+            let (y0, y1) = unsafe {
+                (_mm256_loadu_si256(slots.as_ptr().cast()), _mm256_loadu_si256(slots.as_ptr().add(4).cast()))
+            };
+            let (y0, y1) = (_mm256_xor_si256(y0, flip), _mm256_xor_si256(y1, flip));
             let key = _mm256_set1_epi64x((v ^ (1 << 63)) as i64);
-            let below = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(key, y))) as u32;
-            let equal = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(key, y))) as u32;
+            let below = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(key, y0))) as u32
+                | (_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(key, y1))) as u32) << 4;
+            let equal = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(key, y0))) as u32
+                | (_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(key, y1))) as u32) << 4;
             let lo = s + below.count_ones() as usize;
             (lo, lo + equal.count_ones() as usize)
         } else {
