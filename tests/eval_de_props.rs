@@ -327,3 +327,18 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The DE's keys (f64 bit patterns as `u64`) take the vector lookup where the CPU has AVX2: any order, with
+    /// every value listed as a suspect, it gives the same bits as the merge, for spread values and for heavy ties
+    /// (buckets longer than the vector's slots).
+    #[test]
+    fn u64_keys_equal_merge(x in prop_oneof![wide_sample(), sample()], y in prop_oneof![wide_sample(), sample()], seed in 0u64..1000) {
+        let as_bits = |v: &[f32]| -> Vec<u64> { nonzero_sorted(v).iter().map(|&a| (a as f64).to_bits()).collect() };
+        let (xn, yn) = (as_bits(&x), as_bits(&y));
+        let want = rank_sum_and_ties(&xn, x.len(), &yn, y.len());
+        let index = SortedReference::new(y.len(), vec![0, yn.len()], yn);
+        let shuffled = shuffled(xn.clone(), seed);
+        prop_assert_eq!(index.rank_sum_and_ties_with_suspects(&shuffled, x.len(), 0, &xn), want);
+    }
+}

@@ -182,7 +182,7 @@ struct Buckets {
 
 /// The reference (control) side of many Mann–Whitney tests: per column its sorted **positive** values, its tie
 /// term and a bucket table over the values' bit patterns. Locating a target value costs one table lookup and a
-/// search of a bucket holding about two values, instead of a search of the whole column; the result is the same
+/// search of a bucket holding about one value, instead of a search of the whole column; the result is the same
 /// (bit-identical) as [`rank_sum_and_ties_vs`].
 #[derive(Debug, Clone)]
 pub struct SortedReference<T> {
@@ -232,8 +232,9 @@ impl<T: RankKey> SortedReference<T> {
                 (Some(a), Some(b)) => (a.key(), b.key()),
                 _ => (0, 0),
             };
-            // about two buckets per value: with clustered values most buckets still hold at most
-            // `Lookup::SHORT` values, which `locate` counts without a branch
+            // about one bucket per value: with clustered values most buckets still hold at most
+            // `Lookup::SHORT` values, which `locate` counts without a branch (two buckets per value with four
+            // slots measured ~1 % slower with the vector count, one with four slots 1.5 % slower)
             let target = ys.len().max(1).next_power_of_two() as u64;
             let mut shift = 0u32;
             // (keys order like values for positive floats; inputs are checked non-negative before any test)
@@ -539,7 +540,7 @@ impl<T: RankKey> Lookup<'_, T> {
 
     /// Σ (lo + hi) and Σ b(b + 1) (`b = hi − lo`) of [`Self::locate`] over `xs`: integers, exact, and one loop
     /// compiled for AVX-512/AVX2 too (BMI2's shifts leave the loop's registers free). `u64` keys on a CPU with
-    /// AVX2 count a short bucket's four slots in one vector compare ([`place_all_avx2`]).
+    /// AVX2 count a short bucket's eight slots in two vector compares ([`place_all_avx2`]).
     fn place_all(&self, xs: &[T]) -> (usize, usize) {
         #[cfg(target_arch = "x86_64")]
         if let (Some(padded), Some(keys)) = (T::as_u64s(self.padded), T::as_u64s(xs)) {
@@ -564,9 +565,10 @@ impl<T: RankKey> Lookup<'_, T> {
     }
 }
 
-/// [`Lookup::place_all`] of `u64` keys: a short bucket's four slots (`padded[s..s + 4]`, bounds-checked) are
-/// compared with the key in one AVX2 compare each for `<` and `==`. The compares are signed, so both sides have
-/// their top bit flipped (the padding is `u64::MAX`). The same integers as the scalar loop.
+/// [`Lookup::place_all`] of `u64` keys: a short bucket's eight slots (`padded[s..s + 8]`, bounds-checked) are
+/// compared with the key in two AVX2 compares each for `<` and `==`. The compares are signed, so both sides have
+/// their top bit flipped (the padding is `u64::MAX`). The same integers as the scalar loop; ~25 % less time in
+/// the lookups than the scalar loop compiled for AVX-512 (whole runs 4 % faster).
 ///
 /// # Safety
 /// The CPU must support AVX2.
@@ -579,6 +581,8 @@ unsafe fn place_all_avx2(padded: &[u64], starts: &[u32], bk: Buckets, xs: &[u64]
         _mm256_set1_epi64x, _mm256_xor_si256,
     };
     const SHORT: usize = Lookup::<u64>::SHORT;
+    // the loads below read two vectors of four
+    const _: () = assert!(SHORT == 8);
     let ys = &padded[..padded.len() - REFERENCE_PAD];
     let flip = _mm256_set1_epi64x(i64::MIN);
     let (mut lo_hi, mut b_b1) = (0usize, 0usize);
@@ -586,11 +590,8 @@ unsafe fn place_all_avx2(padded: &[u64], starts: &[u32], bk: Buckets, xs: &[u64]
         let j = ((v.saturating_sub(bk.first) >> bk.shift).min(bk.last_bucket)) as usize;
         let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
         let (lo, hi) = if e - s <= SHORT {
-            let slots: &[u64; SHORT] = match padded[s..s + SHORT].try_into() {
-                Ok(slots) => slots,
-                Err(_) => unreachable!("a slice of SHORT values"),
-            };
-            // SAFETY: `slots` is eight u64 (64 bytes) of `padded`; two unaligned loads read exactly them
+            let slots = &padded[s..s + SHORT];
+            // SAFETY: `slots` is SHORT = 8 u64 (64 bytes) of `padded`; two unaligned loads read exactly them
             let (y0, y1) = unsafe {
                 (_mm256_loadu_si256(slots.as_ptr().cast()), _mm256_loadu_si256(slots.as_ptr().add(4).cast()))
             };
