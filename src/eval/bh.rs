@@ -5,17 +5,24 @@
 ///
 /// scipy: sort p ascending, multiply the i-th (1-based) by `m / i` (the factor computed first, in f64), take the
 /// reverse running minimum, clip to [0, 1]. With `m <= 1` the input is returned unchanged (pdex/scipy skip the
-/// correction). Ties in the sort do not change the result, so a stable sort is equivalent to numpy's argsort.
+/// correction). Ties in the sort do not change the result (tied values end with the same adjusted value), so any
+/// order of ties is equivalent to numpy's argsort.
 /// NaN p-values sort last (numpy's order) and stay NaN.
 pub fn bh_adjust(p: &[f64]) -> Vec<f64> {
     let m = p.len();
     if m <= 1 {
         return p.to_vec();
     }
-    let mut order: Vec<usize> = (0..m).collect();
-    order.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
-    // total_cmp puts NaN with the sign bit first; numpy puts every NaN last.
-    order.sort_by_key(|&i| p[i].is_nan());
+    // one unstable sort on (NaN last as numpy puts them, then the value in total order), ties in any order
+    let key = |x: f64| -> (bool, u64) {
+        // total_cmp's order as an unsigned integer (negatives flipped, non-negatives above them)
+        let bits = x.to_bits();
+        let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
+        (x.is_nan(), ordered)
+    };
+    let mut keyed: Vec<((bool, u64), usize)> = p.iter().enumerate().map(|(i, &x)| (key(x), i)).collect();
+    keyed.sort_unstable_by_key(|&(k, _)| k);
+    let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
     let mf = m as f64;
     let mut adj: Vec<f64> = order.iter().enumerate().map(|(k, &i)| p[i] * (mf / (k + 1) as f64)).collect();
     for k in (0..m - 1).rev() {
