@@ -14,13 +14,20 @@ pub fn bh_adjust(p: &[f64]) -> Vec<f64> {
         return p.to_vec();
     }
     // one unstable sort on (NaN last as numpy puts them, then the value in total order), ties in any order
-    let key = |x: f64| -> (bool, u64) {
-        // total_cmp's order as an unsigned integer (negatives flipped, non-negatives above them)
+    let key = |x: f64| -> u64 {
+        if x.is_nan() {
+            return u64::MAX;
+        }
+        // total_cmp's order as an unsigned integer (negatives flipped, non-negatives above them; +inf stays
+        // below u64::MAX)
         let bits = x.to_bits();
-        let ordered = if bits >> 63 == 1 { !bits } else { bits | (1 << 63) };
-        (x.is_nan(), ordered)
+        if bits >> 63 == 1 {
+            !bits
+        } else {
+            bits | (1 << 63)
+        }
     };
-    let mut keyed: Vec<((bool, u64), usize)> = p.iter().enumerate().map(|(i, &x)| (key(x), i)).collect();
+    let mut keyed: Vec<(u64, usize)> = p.iter().enumerate().map(|(i, &x)| (key(x), i)).collect();
     keyed.sort_unstable_by_key(|&(k, _)| k);
     let order: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
     let mf = m as f64;
