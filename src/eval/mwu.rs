@@ -344,16 +344,9 @@ impl<T: RankKey> SortedReference<T> {
 
     /// [`Self::rank_sum_and_ties_distinct`], calling `each` on every value in the same pass.
     #[inline(always)]
-    fn rank_sum_and_ties_with(&self, x_nz: &[T], n1: usize, c: usize, mut each: impl FnMut(T)) -> (f64, f64) {
+    fn rank_sum_and_ties_with(&self, x_nz: &[T], n1: usize, c: usize, each: impl FnMut(T)) -> (f64, f64) {
         let col = self.lookup(c);
-        let (mut lo_hi, mut b_b1) = (0usize, 0usize);
-        for &v in x_nz {
-            let (lo, hi) = col.locate(v);
-            let b = hi - lo;
-            lo_hi += lo + hi;
-            b_b1 += b * (b + 1);
-            each(v);
-        }
+        let (lo_hi, b_b1) = col.place_each(x_nz, each);
         self.rank_sum_from(x_nz.len(), n1, c, col.ys().len(), lo_hi, b_b1)
     }
 
@@ -552,16 +545,23 @@ impl<T: RankKey> Lookup<'_, T> {
         }
         #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+bmi1+bmi2", "x86_64+avx2+bmi1+bmi2"))]
         fn place_all_in<T: RankKey>(col: &Lookup<'_, T>, xs: &[T]) -> (usize, usize) {
-            let (mut lo_hi, mut b_b1) = (0usize, 0usize);
-            for &v in xs {
-                let (lo, hi) = col.locate(v);
-                let b = hi - lo;
-                lo_hi += lo + hi;
-                b_b1 += b * (b + 1);
-            }
-            (lo_hi, b_b1)
+            col.place_each(xs, |_| {})
         }
         place_all_in(self, xs)
+    }
+
+    /// [`Self::place_all`] in scalar code, calling `each` on every value in the same pass.
+    #[inline(always)]
+    fn place_each(&self, xs: &[T], mut each: impl FnMut(T)) -> (usize, usize) {
+        let (mut lo_hi, mut b_b1) = (0usize, 0usize);
+        for &v in xs {
+            let (lo, hi) = self.locate(v);
+            let b = hi - lo;
+            lo_hi += lo + hi;
+            b_b1 += b * (b + 1);
+            each(v);
+        }
+        (lo_hi, b_b1)
     }
 }
 
