@@ -342,3 +342,26 @@ proptest! {
         prop_assert_eq!(index.rank_sum_and_ties_with_suspects(&shuffled, x.len(), 0, &xn), want);
     }
 }
+
+/// A column of more than 2^16 values (its bucket starts take 32 bits) ranks as the merge does, for the DE's keys
+/// and for `f32` values.
+#[test]
+fn a_column_longer_than_two_to_the_sixteen_ranks_as_the_merge() {
+    let mut next = 12345u64;
+    let mut draw = || {
+        next ^= next << 13;
+        next ^= next >> 7;
+        next ^= next << 17;
+        next
+    };
+    let y: Vec<f32> = (0..70_000).map(|_| (1 + draw() % 5_000) as f32 / 8.0).collect();
+    let x: Vec<f32> = (0..3_000).map(|_| (draw() % 6_000) as f32 / 8.0).collect();
+    let (xn, yn) = (nonzero_sorted(&x), nonzero_sorted(&y));
+    let want = rank_sum_and_ties(&xn, x.len(), &yn, y.len());
+    let index = SortedReference::new(y.len(), vec![0, yn.len()], yn.clone());
+    assert_eq!(index.rank_sum_and_ties(&xn, x.len(), 0), want);
+    let bits = |v: &[f32]| -> Vec<u64> { v.iter().map(|&a| (a as f64).to_bits()).collect() };
+    let (xb, yb) = (bits(&xn), bits(&yn));
+    let index = SortedReference::new(y.len(), vec![0, yb.len()], yb);
+    assert_eq!(index.rank_sum_and_ties_with_suspects(&xb, x.len(), 0, &xb), want);
+}

@@ -193,8 +193,28 @@ pub struct SortedReference<T> {
     ties: Vec<f64>,
     buckets: Vec<Buckets>,
     /// Per column, `starts[offset + b]` = number of values in buckets before `b` (one extra entry at the end).
-    starts: Vec<u32>,
+    starts: Starts,
 }
+
+/// The bucket starts of every column: 16 bits each where no column holds 2^16 values (a reference of fewer
+/// cells), which halves the table the lookups and the warming read touch; 32 bits otherwise.
+#[derive(Debug, Clone)]
+enum Starts {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+}
+
+/// [`Starts`] of one column on.
+#[derive(Clone, Copy)]
+enum StartsOf<'a> {
+    Narrow(&'a [u16]),
+    Wide(&'a [u32]),
+}
+
+/// A bucket start, 16 or 32 bits.
+trait BucketStart: Copy + Into<u32> {}
+
+impl<S: Copy + Into<u32>> BucketStart for S {}
 
 /// Values after each column: a short bucket is counted over [`Lookup::SHORT`] slots without checking where it
 /// ends (what follows a bucket in its column is above every value of the bucket, and so is the padding).
@@ -254,6 +274,12 @@ impl<T: RankKey> SortedReference<T> {
             }
             buckets.push(Buckets { first, shift, last_bucket: n_buckets as u64 - 1, offset });
         }
+        // a start counts values of its column, at most the column's length
+        let longest = (0..n_cols).map(|c| ptr[c + 1] - ptr[c] - REFERENCE_PAD).max().unwrap_or(0);
+        let starts = match starts.iter().map(|&s| u16::try_from(s)).collect::<Result<Vec<u16>, _>>() {
+            Ok(narrow) if longest <= u16::MAX as usize => Starts::Narrow(narrow),
+            _ => Starts::Wide(starts),
+        };
         SortedReference { n, ptr, vals, ties, buckets, starts }
     }
 
@@ -267,16 +293,24 @@ impl<T: RankKey> SortedReference<T> {
     pub fn warm(&self, c: usize) -> u64 {
         let Some(bk) = self.buckets.get(c) else { return 0 };
         let ys = self.column(c);
-        let next = self.buckets.get(c + 1).map_or(self.starts.len(), |b| b.offset);
-        let starts = &self.starts[bk.offset..next];
+        let next = self.buckets.get(c + 1).map(|b| b.offset);
         // one value per 64-byte line (at least 1: a step of 0 would panic)
         let per_line = (64 / std::mem::size_of::<T>().max(1)).max(1);
         let mut acc = 0u64;
         for y in ys.iter().step_by(per_line) {
             acc ^= y.key();
         }
-        for &s in starts.iter().step_by(16) {
-            acc ^= s as u64;
+        match &self.starts {
+            Starts::Narrow(all) => {
+                for &s in all[bk.offset..next.unwrap_or(all.len())].iter().step_by(32) {
+                    acc ^= s as u64;
+                }
+            }
+            Starts::Wide(all) => {
+                for &s in all[bk.offset..next.unwrap_or(all.len())].iter().step_by(16) {
+                    acc ^= s as u64;
+                }
+            }
         }
         acc
     }
@@ -289,7 +323,11 @@ impl<T: RankKey> SortedReference<T> {
     /// Column `c` with its bucket table, for [`Lookup::locate`].
     fn lookup(&self, c: usize) -> Lookup<'_, T> {
         let bk = self.buckets[c];
-        Lookup { padded: &self.vals[self.ptr[c]..self.ptr[c + 1]], bk, starts: &self.starts[bk.offset..] }
+        let starts = match &self.starts {
+            Starts::Narrow(all) => StartsOf::Narrow(&all[bk.offset..]),
+            Starts::Wide(all) => StartsOf::Wide(&all[bk.offset..]),
+        };
+        Lookup { padded: &self.vals[self.ptr[c]..self.ptr[c + 1]], bk, starts }
     }
 
     /// Σ(t³ − t) over column `c`'s distinct positive values.
@@ -491,7 +529,7 @@ struct Lookup<'a, T> {
     /// The column's values and their `REFERENCE_PAD` values of padding.
     padded: &'a [T],
     bk: Buckets,
-    starts: &'a [u32],
+    starts: StartsOf<'a>,
 }
 
 impl<T: RankKey> Lookup<'_, T> {
@@ -508,9 +546,18 @@ impl<T: RankKey> Lookup<'_, T> {
     /// of whose values are above it), one above its last in the last bucket (all below it): no branch for either.
     #[inline(always)]
     fn locate(&self, v: T) -> (usize, usize) {
-        let (bk, starts) = (self.bk, self.starts);
+        match self.starts {
+            StartsOf::Narrow(starts) => self.locate_in(v, starts),
+            StartsOf::Wide(starts) => self.locate_in(v, starts),
+        }
+    }
+
+    /// [`Self::locate`] with the column's bucket starts.
+    #[inline(always)]
+    fn locate_in<S: BucketStart>(&self, v: T, starts: &[S]) -> (usize, usize) {
+        let bk = self.bk;
         let j = ((v.key().saturating_sub(bk.first) >> bk.shift).min(bk.last_bucket)) as usize;
-        let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
+        let (s, e) = (starts[j].into() as usize, starts[j + 1].into() as usize);
         if e - s <= Self::SHORT {
             // count the bucket's values below and at v over SHORT slots, no data-dependent branch: the slots
             // past the bucket hold values above v (the next buckets' or the padding)
@@ -540,7 +587,12 @@ impl<T: RankKey> Lookup<'_, T> {
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: AVX2 is present (checked just above)
                 #[allow(unsafe_code)]
-                return unsafe { place_all_avx2(padded, self.starts, self.bk, keys) };
+                return unsafe {
+                    match self.starts {
+                        StartsOf::Narrow(starts) => place_all_avx2(padded, starts, self.bk, keys),
+                        StartsOf::Wide(starts) => place_all_avx2(padded, starts, self.bk, keys),
+                    }
+                };
             }
         }
         #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+bmi1+bmi2", "x86_64+avx2+bmi1+bmi2"))]
@@ -575,7 +627,7 @@ impl<T: RankKey> Lookup<'_, T> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
 #[allow(unsafe_code)]
-unsafe fn place_all_avx2(padded: &[u64], starts: &[u32], bk: Buckets, xs: &[u64]) -> (usize, usize) {
+unsafe fn place_all_avx2<S: BucketStart>(padded: &[u64], starts: &[S], bk: Buckets, xs: &[u64]) -> (usize, usize) {
     use std::arch::x86_64::{
         _mm256_castsi256_pd, _mm256_cmpeq_epi64, _mm256_cmpgt_epi64, _mm256_loadu_si256, _mm256_movemask_pd,
         _mm256_set1_epi64x, _mm256_xor_si256,
@@ -588,7 +640,7 @@ unsafe fn place_all_avx2(padded: &[u64], starts: &[u32], bk: Buckets, xs: &[u64]
     let (mut lo_hi, mut b_b1) = (0usize, 0usize);
     for &v in xs {
         let j = ((v.saturating_sub(bk.first) >> bk.shift).min(bk.last_bucket)) as usize;
-        let (s, e) = (starts[j] as usize, starts[j + 1] as usize);
+        let (s, e) = (starts[j].into() as usize, starts[j + 1].into() as usize);
         let (lo, hi) = if e - s <= SHORT {
             let slots = &padded[s..s + SHORT];
             // SAFETY: `slots` is SHORT = 8 u64 (64 bytes) of `padded`; two unaligned loads read exactly them
