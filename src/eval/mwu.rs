@@ -180,6 +180,27 @@ struct Buckets {
     offset: usize,
 }
 
+impl Buckets {
+    /// The bucket of a key: a key below the column's first value falls in bucket 0 (all of whose values are above
+    /// it), one above its last in the last bucket (all below it), with no branch for either.
+    #[inline(always)]
+    fn of(&self, key: u64) -> usize {
+        ((key.saturating_sub(self.first) >> self.shift).min(self.last_bucket)) as usize
+    }
+}
+
+/// (values < v, values <= v) among the column's values `ys` (sorted), where they lie in the long bucket
+/// `ys[s..e]`: a binary search.
+#[inline(always)]
+fn locate_in_long_bucket<T: PartialOrd + Copy>(ys: &[T], s: usize, e: usize, v: T) -> (usize, usize) {
+    let lo = s + ys[s..e].partition_point(|&y| y < v);
+    let mut hi = lo;
+    while hi < e && ys[hi] == v {
+        hi += 1;
+    }
+    (lo, hi)
+}
+
 /// The reference (control) side of many Mann–Whitney tests: per column its sorted **positive** values, its tie
 /// term and a bucket table over the values' bit patterns. Locating a target value costs one table lookup and a
 /// search of a bucket holding about one value, instead of a search of the whole column; the result is the same
@@ -274,11 +295,10 @@ impl<T: RankKey> SortedReference<T> {
             }
             buckets.push(Buckets { first, shift, last_bucket: n_buckets as u64 - 1, offset });
         }
-        // a start counts values of its column, at most the column's length
-        let longest = (0..n_cols).map(|c| ptr[c + 1] - ptr[c] - REFERENCE_PAD).max().unwrap_or(0);
+        // a column's last start is its length: 16 bits for every start where every column fits
         let starts = match starts.iter().map(|&s| u16::try_from(s)).collect::<Result<Vec<u16>, _>>() {
-            Ok(narrow) if longest <= u16::MAX as usize => Starts::Narrow(narrow),
-            _ => Starts::Wide(starts),
+            Ok(narrow) => Starts::Narrow(narrow),
+            Err(_) => Starts::Wide(starts),
         };
         SortedReference { n, ptr, vals, ties, buckets, starts }
     }
@@ -300,19 +320,15 @@ impl<T: RankKey> SortedReference<T> {
         for y in ys.iter().step_by(per_line) {
             acc ^= y.key();
         }
-        match &self.starts {
-            Starts::Narrow(all) => {
-                for &s in all[bk.offset..next.unwrap_or(all.len())].iter().step_by(32) {
-                    acc ^= s as u64;
-                }
-            }
-            Starts::Wide(all) => {
-                for &s in all[bk.offset..next.unwrap_or(all.len())].iter().step_by(16) {
-                    acc ^= s as u64;
-                }
-            }
+        // one start per 64-byte line
+        fn read_lines<S: BucketStart>(all: &[S], from: usize, to: Option<usize>) -> u64 {
+            let per_line = 64 / std::mem::size_of::<S>();
+            all[from..to.unwrap_or(all.len())].iter().step_by(per_line).fold(0, |acc, &s| acc ^ u64::from(s.into()))
         }
-        acc
+        acc ^ match &self.starts {
+            Starts::Narrow(all) => read_lines(all, bk.offset, next),
+            Starts::Wide(all) => read_lines(all, bk.offset, next),
+        }
     }
 
     /// Sorted positive values of column `c`.
@@ -542,8 +558,7 @@ impl<T: RankKey> Lookup<'_, T> {
     const SHORT: usize = 8;
 
     /// (values < v, values <= v) in the column: a bucket lookup, then a count of the bucket's values (usually at
-    /// most [`Self::SHORT`]; a search in a longer one). A key below the column's first value falls in bucket 0 (all
-    /// of whose values are above it), one above its last in the last bucket (all below it): no branch for either.
+    /// most [`Self::SHORT`]; a search in a longer one), with no branch for keys outside the column ([`Buckets::of`]).
     #[inline(always)]
     fn locate(&self, v: T) -> (usize, usize) {
         match self.starts {
@@ -555,8 +570,7 @@ impl<T: RankKey> Lookup<'_, T> {
     /// [`Self::locate`] with the column's bucket starts.
     #[inline(always)]
     fn locate_in<S: BucketStart>(&self, v: T, starts: &[S]) -> (usize, usize) {
-        let bk = self.bk;
-        let j = ((v.key().saturating_sub(bk.first) >> bk.shift).min(bk.last_bucket)) as usize;
+        let j = self.bk.of(v.key());
         let (s, e) = (starts[j].into() as usize, starts[j + 1].into() as usize);
         if e - s <= Self::SHORT {
             // count the bucket's values below and at v over SHORT slots, no data-dependent branch: the slots
@@ -569,13 +583,7 @@ impl<T: RankKey> Lookup<'_, T> {
             }
             return (lo, hi);
         }
-        let ys = self.ys();
-        let lo = s + ys[s..e].partition_point(|&y| y < v);
-        let mut hi = lo;
-        while hi < e && ys[hi] == v {
-            hi += 1;
-        }
-        (lo, hi)
+        locate_in_long_bucket(self.ys(), s, e, v)
     }
 
     /// Σ (lo + hi) and Σ b(b + 1) (`b = hi − lo`) of [`Self::locate`] over `xs`: integers, exact, and one loop
@@ -639,7 +647,7 @@ unsafe fn place_all_avx2<S: BucketStart>(padded: &[u64], starts: &[S], bk: Bucke
     let flip = _mm256_set1_epi64x(i64::MIN);
     let (mut lo_hi, mut b_b1) = (0usize, 0usize);
     for &v in xs {
-        let j = ((v.saturating_sub(bk.first) >> bk.shift).min(bk.last_bucket)) as usize;
+        let j = bk.of(v);
         let (s, e) = (starts[j].into() as usize, starts[j + 1].into() as usize);
         let (lo, hi) = if e - s <= SHORT {
             let slots = &padded[s..s + SHORT];
@@ -656,12 +664,7 @@ unsafe fn place_all_avx2<S: BucketStart>(padded: &[u64], starts: &[S], bk: Bucke
             let lo = s + below.count_ones() as usize;
             (lo, lo + equal.count_ones() as usize)
         } else {
-            let lo = s + ys[s..e].partition_point(|&y| y < v);
-            let mut hi = lo;
-            while hi < e && ys[hi] == v {
-                hi += 1;
-            }
-            (lo, hi)
+            locate_in_long_bucket(ys, s, e, v)
         };
         let b = hi - lo;
         lo_hi += lo + hi;

@@ -3,7 +3,8 @@
 //! What each number means is in `design/vcc2026.md`; the fixtures are `tests/fixtures/vcc2026/`.
 //!
 //! Stages: [`validate`] (the preset's input rules) → one streaming pass per batch of groups ([`collect_rows`];
-//! a group's cells in the layout of [`rows`], compact for counts), giving per group the bulk log-normalised profile and the jackknife correction ([`jackknife`]) and, against a
+//! a group's cells in the layout of [`rows`], compact for counts), giving per group the bulk log-normalised
+//! profile and the jackknife correction ([`jackknife`]) and, against a
 //! control reference, the per-cell CPM Wilcoxon DE ([`de`]) → the ten profile members ([`metrics`]) → the
 //! output files ([`outputs`]). [`baseline`], [`bundle`] and [`score`] are the competition's two ends and the
 //! final rescaling. The DE reuses the 2025 machinery (`mwu::rank_sum_and_ties_vs`, `mwu::ndtr`,
