@@ -130,9 +130,42 @@ pub struct GroupDe {
     pub padj: Vec<f64>,
 }
 
-/// The DE of a batch of groups against the reference, a few groups at a time (see [`test_few`]).
+/// The DE of a batch of groups against the reference: the groups in sets of [`TEST_GROUPS_AT_ONCE`], the genes in
+/// tasks of [`BLOCKS_PER_TASK`] blocks, each task walking its set's rows block by block (no transposition of a
+/// whole group: a block's columns stay in cache), then lfc and BH per group. Every (set, genes) task of the batch
+/// is in one parallel loop: a loop per set left a core idle at each set's end (9 tasks on two threads).
 pub fn test_batch(groups: &[(&Rows, &GroupScan)], reference: &Reference) -> Vec<GroupDe> {
-    groups.chunks(TEST_GROUPS_AT_ONCE).flat_map(|sub| test_few(sub, reference)).collect()
+    use rayon::prelude::*;
+    let cells: Vec<GroupCells> = groups.par_iter().map(|(r, scan)| GroupCells::new(r, scan)).collect();
+    let sets: Vec<&[GroupCells]> = cells.chunks(TEST_GROUPS_AT_ONCE).collect();
+    let n_vars = reference.mean.len();
+    let task_genes = GENE_BLOCK * BLOCKS_PER_TASK;
+    let n_tasks = n_vars.div_ceil(task_genes);
+    // per (set, task), per gated gene and group of the set (gene-major): (p, mean CPM)
+    let parts: Vec<Vec<(f64, f64)>> = (0..sets.len() * n_tasks)
+        .into_par_iter()
+        .map(|k| {
+            let t = k % n_tasks;
+            test_gene_range(sets[k / n_tasks], reference, t * task_genes..((t + 1) * task_genes).min(n_vars))
+        })
+        .collect();
+    (0..cells.len())
+        .into_par_iter()
+        .map(|j| {
+            let (set, within) = (j / TEST_GROUPS_AT_ONCE, j % TEST_GROUPS_AT_ONCE);
+            let n_groups = sets[set].len();
+            let (mut p, mut lfc) = (Vec::new(), Vec::new());
+            let set_parts = &parts[set * n_tasks..(set + 1) * n_tasks];
+            for (&(pj, mean), &g) in
+                set_parts.iter().flat_map(|part| part.iter().skip(within).step_by(n_groups)).zip(&reference.genes)
+            {
+                p.push(pj);
+                lfc.push(((mean + DE_EPSILON) / (reference.mean[g] + DE_EPSILON)).log2());
+            }
+            let padj = bh_adjust(&p);
+            GroupDe { lfc, p, padj }
+        })
+        .collect()
 }
 
 /// Groups tested together: each reference column is brought into cache once for all of them. Fewer groups make
@@ -421,36 +454,6 @@ impl BlockColumns {
         }
         (&self.vals[start..end], &self.vals[suspects..end])
     }
-}
-
-/// The DE of a few groups: the genes in tasks of [`BLOCKS_PER_TASK`] blocks, each task walking the groups'
-/// rows block by block (no transposition of a whole group: a block's columns stay in cache), then lfc and BH
-/// per group.
-fn test_few(groups: &[(&Rows, &GroupScan)], reference: &Reference) -> Vec<GroupDe> {
-    use rayon::prelude::*;
-    let cells: Vec<GroupCells> = groups.par_iter().map(|(r, scan)| GroupCells::new(r, scan)).collect();
-    let n_vars = reference.mean.len();
-    let task_genes = GENE_BLOCK * BLOCKS_PER_TASK;
-    // per task, per gated gene and group (gene-major): (p, mean CPM)
-    let parts: Vec<Vec<(f64, f64)>> = (0..n_vars.div_ceil(task_genes))
-        .into_par_iter()
-        .map(|t| test_gene_range(&cells, reference, t * task_genes..((t + 1) * task_genes).min(n_vars)))
-        .collect();
-    let n_groups = cells.len();
-    (0..n_groups)
-        .into_par_iter()
-        .map(|j| {
-            let (mut p, mut lfc) = (Vec::new(), Vec::new());
-            for (&(pj, mean), &g) in
-                parts.iter().flat_map(|part| part.iter().skip(j).step_by(n_groups)).zip(&reference.genes)
-            {
-                p.push(pj);
-                lfc.push(((mean + DE_EPSILON) / (reference.mean[g] + DE_EPSILON)).log2());
-            }
-            let padj = bh_adjust(&p);
-            GroupDe { lfc, p, padj }
-        })
-        .collect()
 }
 
 /// (p, mean CPM) of every group at each gated gene in `genes`, gene-major.
