@@ -125,14 +125,19 @@ fn expression_and_pds(
             keep[g] = false;
         }
     }
-    let mut rd: Vec<Vec<f64>> = Vec::with_capacity(n);
-    let mut pd: Vec<Vec<f64>> = Vec::with_capacity(n);
-    for p in perts {
-        let rb = &real.bulk[lookup(&ridx, p)?];
-        let pb = &pred.bulk[lookup(&pidx, p)?];
-        rd.push((0..n_vars).filter(|&g| keep[g]).map(|g| rb[g] - rc[g]).collect());
-        pd.push((0..n_vars).filter(|&g| keep[g]).map(|g| pb[g] - pc[g]).collect());
-    }
+    // the effects over the kept genes, per perturbation in parallel (one core took ~10 ms here, the other idle)
+    let (rd, pd): (Vec<Vec<f64>>, Vec<Vec<f64>>) = perts
+        .par_iter()
+        .map(|p| {
+            let rb = &real.bulk[lookup(&ridx, p)?];
+            let pb = &pred.bulk[lookup(&pidx, p)?];
+            let r: Vec<f64> = (0..n_vars).filter(|&g| keep[g]).map(|g| rb[g] - rc[g]).collect();
+            let d: Vec<f64> = (0..n_vars).filter(|&g| keep[g]).map(|g| pb[g] - pc[g]).collect();
+            Ok((r, d))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
     let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
     let rn: Vec<f64> = rd.iter().map(|v| norm(v)).collect();
     let pn: Vec<f64> = pd.iter().map(|v| norm(v)).collect();

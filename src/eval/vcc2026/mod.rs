@@ -475,23 +475,41 @@ pub fn analyse_side_then<R: Send>(
             reader
         };
         let mut reader = start_reading(1);
-        // the control's profile and (when the side is its own reference) the reference, on the two cores
+        // each group's scan, then its profile and jackknife
+        let scan_and_jackknife = |rows: &[Rows]| -> (Vec<GroupScan>, Vec<(Vec<f64>, f64)>) {
+            rows.par_iter()
+                .map(|r| {
+                    let scan = r.scan(n_vars);
+                    let jk = jackknife::bulk_and_jackknife_scanned(r, &scan);
+                    (scan, jk)
+                })
+                .unzip()
+        };
+        let mut rows = first_rows;
+        // the control's profile and (when the side is its own reference) the reference, on the two cores, beside
+        // the first batch's scans and jackknives (the reference's column fill and bucket tables run on one core)
         let needs_scan = control_profile || matches!(reference, RefChoice::Own);
         let ctrl_scan = needs_scan.then(|| ctrl_rows.scan(n_vars));
-        let (profile, own_ref) = match &ctrl_scan {
-            Some(scan) => rayon::join(
-                || control_profile.then(|| jackknife::bulk_and_jackknife_scanned(&ctrl_rows, scan)),
-                || matches!(reference, RefChoice::Own).then(|| de::Reference::build(&ctrl_rows, scan)),
-            ),
-            None => (None, None),
-        };
+        let ((profile, first_scans), own_ref) = rayon::join(
+            || {
+                let profile = ctrl_scan
+                    .as_ref()
+                    .filter(|_| control_profile)
+                    .map(|scan| jackknife::bulk_and_jackknife_scanned(&ctrl_rows, scan));
+                (profile, scan_and_jackknife(&rows))
+            },
+            || match (&ctrl_scan, reference) {
+                (Some(scan), RefChoice::Own) => Some(de::Reference::build(&ctrl_rows, scan)),
+                _ => None,
+            },
+        );
         drop(ctrl_rows);
         if let Some((b, j)) = profile {
             bulk[side.control] = b;
             jk[side.control] = j;
         }
         let de_ref = reference.resolve(own_ref.as_ref());
-        let mut rows = first_rows;
+        let mut first_scans = Some(first_scans);
         for (i, batch) in batches.iter().enumerate() {
             if i > 0 {
                 rows = match reader.take() {
@@ -500,14 +518,10 @@ pub fn analyse_side_then<R: Send>(
                 };
                 reader = start_reading(i + 1);
             }
-            let (scans, res): (Vec<GroupScan>, Vec<(Vec<f64>, f64)>) = rows
-                .par_iter()
-                .map(|r| {
-                    let scan = r.scan(n_vars);
-                    let jk = jackknife::bulk_and_jackknife_scanned(r, &scan);
-                    (scan, jk)
-                })
-                .unzip();
+            let (scans, res) = match first_scans.take() {
+                Some(first) => first,
+                None => scan_and_jackknife(&rows),
+            };
             let des: Vec<Option<de::GroupDe>> = match de_ref {
                 Some(rf) => {
                     let groups: Vec<(&Rows, &GroupScan)> = rows.iter().zip(&scans).collect();
