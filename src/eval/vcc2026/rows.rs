@@ -323,7 +323,9 @@ impl CompactRows {
                 RowIndices::I32(s) => narrow(s, &mut self.cols, |&c| c as u16),
                 RowIndices::U32(s) => narrow(s, &mut self.cols, |&c| c as u16),
             }
-            narrow(vals, &mut self.vals, |&v| v as u16);
+            // whole numbers in 1..=65535 here: adding 2^23 puts one exactly in the low mantissa bits, so its
+            // low 16 bits are the value (an add and a pack; the saturating `v as u16` compiled to scalar code)
+            narrow(vals, &mut self.vals, |&v| (v + 8_388_608.0).to_bits() as u16);
         }
         self.ends.push(self.cols.len());
         self.totals.push(summary.total(vals));
