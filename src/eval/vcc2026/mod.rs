@@ -176,11 +176,12 @@ impl RowSummary {
     #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
     fn of_counts(vals: &[f32]) -> Option<RowSummary> {
         let mut sum = [0.0f32; 16];
-        let mut flags = ValueFlags::default();
+        let mut lanes = LaneFlags::<16>::default();
         in_lanes::<16>(vals, |j, v| {
             sum[j] += v;
-            flags.add(v);
+            lanes.add(j, v);
         });
+        let flags = lanes.folded();
         if flags.negative || flags.fraction || sum.iter().any(|&s| s >= 16_777_216.0) {
             return None;
         }
@@ -193,13 +194,13 @@ impl RowSummary {
     #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2"))]
     fn of_any(vals: &[f32]) -> RowSummary {
         let (mut sum, mut magnitude) = ([0.0f64; 8], [0.0f64; 8]);
-        let mut flags = ValueFlags::default();
+        let mut lanes = LaneFlags::<8>::default();
         in_lanes::<8>(vals, |j, v| {
             sum[j] += v as f64;
             magnitude[j] += (v as f64).abs();
-            flags.add(v);
+            lanes.add(j, v);
         });
-        flags.summary(sum.iter().sum(), magnitude.iter().sum())
+        lanes.folded().summary(sum.iter().sum(), magnitude.iter().sum())
     }
 
     /// The cell's total as scanpy sums it: in entry order, in f64 (`X.sum(axis=1)`). That is a chain of dependent
@@ -216,8 +217,7 @@ impl RowSummary {
     }
 }
 
-/// What a [`RowSummary`] tells of a row's values besides its sums, folded value by value.
-#[derive(Default)]
+/// What a [`RowSummary`] tells of a row's values besides its sums.
 struct ValueFlags {
     negative: bool,
     fraction: bool,
@@ -225,15 +225,41 @@ struct ValueFlags {
     max_bits: u32,
 }
 
-impl ValueFlags {
+/// [`ValueFlags`] folded value by value in `N` independent lanes (value `k` in lane `k % N`, see `in_lanes`): one
+/// running maximum for the row made every value wait on a reduction across the vector.
+struct LaneFlags<const N: usize> {
+    negative: [bool; N],
+    fraction: [bool; N],
+    zero: [bool; N],
+    max_bits: [u32; N],
+}
+
+impl<const N: usize> Default for LaneFlags<N> {
+    fn default() -> Self {
+        LaneFlags { negative: [false; N], fraction: [false; N], zero: [false; N], max_bits: [0; N] }
+    }
+}
+
+impl<const N: usize> LaneFlags<N> {
     #[inline(always)]
-    fn add(&mut self, v: f32) {
-        self.negative |= v < 0.0;
-        self.fraction |= has_fraction(v);
-        self.zero |= v == 0.0;
-        self.max_bits = self.max_bits.max(v.to_bits() & 0x7fff_ffff);
+    fn add(&mut self, lane: usize, v: f32) {
+        self.negative[lane] |= v < 0.0;
+        self.fraction[lane] |= has_fraction(v);
+        self.zero[lane] |= v == 0.0;
+        self.max_bits[lane] = self.max_bits[lane].max(v.to_bits() & 0x7fff_ffff);
     }
 
+    fn folded(&self) -> ValueFlags {
+        ValueFlags {
+            negative: self.negative.contains(&true),
+            fraction: self.fraction.contains(&true),
+            zero: self.zero.contains(&true),
+            max_bits: self.max_bits.iter().copied().max().unwrap_or(0),
+        }
+    }
+}
+
+impl ValueFlags {
     fn summary(&self, lanes_total: f64, magnitude: f64) -> RowSummary {
         let ValueFlags { negative, fraction, zero, max_bits } = *self;
         RowSummary { negative, fraction, zero, lanes_total, magnitude, max_bits }
