@@ -130,14 +130,17 @@ pub struct GroupDe {
     pub padj: Vec<f64>,
 }
 
-/// The DE of a batch of groups against the reference: the groups in sets of [`TEST_GROUPS_AT_ONCE`], the genes in
-/// tasks of [`BLOCKS_PER_TASK`] blocks, each task walking its set's rows block by block (no transposition of a
-/// whole group: a block's columns stay in cache), then lfc and BH per group. Every (set, genes) task of the batch
-/// is in one parallel loop: a loop per set left a core idle at each set's end (9 tasks on two threads).
+/// The DE of a batch of groups against the reference: the groups in sets of up to [`TEST_GROUPS_AT_ONCE`], the
+/// genes in tasks of [`BLOCKS_PER_TASK`] blocks, each task walking its set's rows block by block (no transposition
+/// of a whole group: a block's columns stay in cache), then lfc and BH per group. Every (set, genes) task of the
+/// batch is in one parallel loop: a loop per set left a core idle at each set's end (9 tasks on two threads).
 pub fn test_batch(groups: &[(&Rows, &GroupScan)], reference: &Reference) -> Vec<GroupDe> {
     use rayon::prelude::*;
     let cells: Vec<GroupCells> = groups.par_iter().map(|(r, scan)| GroupCells::new(r, scan)).collect();
-    let sets: Vec<&[GroupCells]> = cells.chunks(TEST_GROUPS_AT_ONCE).collect();
+    // sets of at most TEST_GROUPS_AT_ONCE, as even as can be: a batch of 41 groups as 7 × 5 + 6 rather than
+    // 8 × 5 + 1 (a set of one warms every reference column for a single group)
+    let set_size = cells.len().div_ceil(cells.len().div_ceil(TEST_GROUPS_AT_ONCE)).max(1);
+    let sets: Vec<&[GroupCells]> = cells.chunks(set_size).collect();
     let n_vars = reference.mean.len();
     let task_genes = GENE_BLOCK * BLOCKS_PER_TASK;
     let n_tasks = n_vars.div_ceil(task_genes);
@@ -152,7 +155,7 @@ pub fn test_batch(groups: &[(&Rows, &GroupScan)], reference: &Reference) -> Vec<
     (0..cells.len())
         .into_par_iter()
         .map(|j| {
-            let (set, within) = (j / TEST_GROUPS_AT_ONCE, j % TEST_GROUPS_AT_ONCE);
+            let (set, within) = (j / set_size, j % set_size);
             let n_groups = sets[set].len();
             let (mut p, mut lfc) = (Vec::new(), Vec::new());
             let set_parts = &parts[set * n_tasks..(set + 1) * n_tasks];
