@@ -796,7 +796,7 @@ pub fn ndtr(a: f64) -> f64 {
     }
     let x = a * SQRT1_2;
     let z = x.abs();
-    if z < SQRT1_2 {
+    if in_erf_branch(a) {
         0.5 + 0.5 * erf(x)
     } else {
         let y = 0.5 * erfc(z);
@@ -808,6 +808,12 @@ pub fn ndtr(a: f64) -> f64 {
     }
 }
 
+/// Whether [`ndtr`] takes `a` through `erf` (`|a| < 1`, no `exp`).
+#[inline(always)]
+fn in_erf_branch(a: f64) -> bool {
+    (a * SQRT1_2).abs() < SQRT1_2
+}
+
 /// `out[i] = ndtr(a[i])` for `a[i] <= 0`, bit for bit [`ndtr`]'s: the erf branch (`|a| < 1`, no `exp`) in one
 /// loop over the whole buffer, vectorised (compiled for AVX-512 and AVX2 besides the baseline; separate
 /// multiplies and adds, so every version rounds as `ndtr` does), then the other arguments one by one.
@@ -815,7 +821,7 @@ pub fn ndtr_of_nonpositive(a: &[f64], out: &mut [f64]) {
     let out = &mut out[..a.len()];
     ndtr_erf_branch(a, out);
     for (o, &a) in out.iter_mut().zip(a) {
-        if !((a * SQRT1_2).abs() < SQRT1_2 && a <= 0.0) {
+        if !(in_erf_branch(a) && a <= 0.0) {
             *o = ndtr(a);
         }
     }

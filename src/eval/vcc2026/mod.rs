@@ -181,12 +181,12 @@ impl RowSummary {
             sum[j] += v;
             lanes.add(j, v);
         });
-        let flags = lanes.folded();
-        if flags.negative || flags.fraction || sum.iter().any(|&s| s >= 16_777_216.0) {
+        let total: f64 = sum.iter().map(|&s| s as f64).sum();
+        let summary = lanes.summary(total, total);
+        if summary.negative || summary.fraction || sum.iter().any(|&s| s >= 16_777_216.0) {
             return None;
         }
-        let total: f64 = sum.iter().map(|&s| s as f64).sum();
-        Some(flags.summary(total, total))
+        Some(summary)
     }
 
     /// [`Self::of`] for any row: eight f64 lanes (compiled as [`Self::of_counts`]; only additions, so every
@@ -200,7 +200,7 @@ impl RowSummary {
             magnitude[j] += (v as f64).abs();
             lanes.add(j, v);
         });
-        lanes.folded().summary(sum.iter().sum(), magnitude.iter().sum())
+        lanes.summary(sum.iter().sum(), magnitude.iter().sum())
     }
 
     /// The cell's total as scanpy sums it: in entry order, in f64 (`X.sum(axis=1)`). That is a chain of dependent
@@ -217,16 +217,9 @@ impl RowSummary {
     }
 }
 
-/// What a [`RowSummary`] tells of a row's values besides its sums.
-struct ValueFlags {
-    negative: bool,
-    fraction: bool,
-    zero: bool,
-    max_bits: u32,
-}
-
-/// [`ValueFlags`] folded value by value in `N` independent lanes (value `k` in lane `k % N`, see `in_lanes`): one
-/// running maximum for the row made every value wait on a reduction across the vector.
+/// What a [`RowSummary`] tells of a row's values besides its sums, folded value by value in `N` independent lanes
+/// (value `k` in lane `k % N`, see `in_lanes`): one running maximum for the row made every value wait on a
+/// reduction across the vector.
 struct LaneFlags<const N: usize> {
     negative: [bool; N],
     fraction: [bool; N],
@@ -249,20 +242,16 @@ impl<const N: usize> LaneFlags<N> {
         self.max_bits[lane] = self.max_bits[lane].max(v.to_bits() & 0x7fff_ffff);
     }
 
-    fn folded(&self) -> ValueFlags {
-        ValueFlags {
+    /// The lanes folded into the row's summary.
+    fn summary(&self, lanes_total: f64, magnitude: f64) -> RowSummary {
+        RowSummary {
             negative: self.negative.contains(&true),
             fraction: self.fraction.contains(&true),
             zero: self.zero.contains(&true),
+            lanes_total,
+            magnitude,
             max_bits: self.max_bits.iter().copied().max().unwrap_or(0),
         }
-    }
-}
-
-impl ValueFlags {
-    fn summary(&self, lanes_total: f64, magnitude: f64) -> RowSummary {
-        let ValueFlags { negative, fraction, zero, max_bits } = *self;
-        RowSummary { negative, fraction, zero, lanes_total, magnitude, max_bits }
     }
 }
 

@@ -334,7 +334,7 @@ impl CompactRows {
 }
 
 /// Appends `f` of each of `from` to `to`, compiled for AVX-512 and AVX2 besides the baseline: the narrowing
-/// conversions (`i32`/`f32` to `u16`, saturating) vectorise there, not in SSE2.
+/// conversions to `u16` vectorise there, not in SSE2.
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512vl+avx512bw", "x86_64+avx2"))]
 fn narrow<A: Copy>(from: &[A], to: &mut Vec<u16>, f: impl Fn(&A) -> u16) {
     to.extend(from.iter().map(f));
